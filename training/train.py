@@ -1,0 +1,288 @@
+"""The training loop. Read top to bottom: data, model, optimisers, resume, then the step.
+
+One step (000 eq. 1 / 001 eq. 15-16):
+  1. d:   adversarial loss on a real batch and g(z)               (n_critic times)
+  2. g,h: adversarial + latent_weight*||z - h1(g(z))|| + mode_weight*CE(h2(h1(g(z))), mode)
+          (+ every sup_every steps, sup_weight*CE(h(x_l), y_l) on labeled real images: 000 sec. 4.5)
+  3. alpha (learned priors, from prior_start): KL(E_x[h(x)] || softmax(alpha)) on a real batch.
+
+A run folder holds options.json, stats.jsonl, samples/*.png (one row per mode), last.pt (for
+--resume) and best.pt (best held-out Hungarian ACC, the checkpoint that gets exported).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import loss as L
+from .config import TrainConfig
+from .dataset import BatchIterator, DataSpec, ImageDataset, fake_dataset, labeled_indices, load_dataset, to_float
+from .grid import save_grid
+from .metrics import clustering_report
+from .model import NemganModel
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def load_training_data(cfg: TrainConfig, split: str = "train") -> ImageDataset:
+    """The configured data set (preset or path, with subset/ratio/group overrides)."""
+    if cfg.dry_run:
+        return fake_dataset(n=256 if split == "train" else 128, n_classes=cfg.n_modes or 10, seed=cfg.seed)
+    overrides = {k: getattr(cfg, k) for k in ("classes", "ratios", "groups", "max_samples") if getattr(cfg, k)}
+    if not overrides:
+        return load_dataset(cfg.dataset, split=split, data_root=cfg.data_root)
+    from .dataset import PRESETS
+
+    base = dict(PRESETS.get(cfg.dataset, {"path": cfg.dataset}))
+    base.update(overrides)
+    base["split"] = split
+    base["seed"] = cfg.seed
+    return load_dataset(DataSpec(**base), data_root=cfg.data_root)
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, progress: bool = True):
+        self.cfg = cfg.validate()
+        self.progress = progress
+        torch.manual_seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.device = pick_device(cfg.device)
+        self.out = Path(cfg.out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "samples").mkdir(exist_ok=True)
+
+        # ---- data: a held-out validation slice (labels used only for model selection), the rest trains
+        ds = load_training_data(cfg, "train")
+        if ds.y is None:
+            raise ValueError(f"data set {cfg.dataset} has no labels; unlabeled folders train only without "
+                             "validation: provide labels or use an .npz with y")
+        self.ds = ds
+        n = len(ds.x)
+        perm = np.random.default_rng(cfg.seed).permutation(n)
+        n_val = min(cfg.val_samples, n // 5)
+        self.val_idx, self.train_idx = perm[:n_val], perm[n_val:]
+        self.x_train = torch.from_numpy(to_float(ds.x[self.train_idx]))
+        self.x_val = torch.from_numpy(to_float(ds.x[self.val_idx]))
+        self.y_val = ds.y[self.val_idx]
+        self.lab_idx = np.zeros(0, np.int64)
+        if cfg.semi_supervised:
+            y_tr = ds.y[self.train_idx]
+            self.lab_idx = labeled_indices(y_tr, fraction=None if cfg.labeled_count else cfg.labeled_fraction,
+                                           count=cfg.labeled_count, seed=cfg.seed)
+            self.y_lab = torch.from_numpy(y_tr[self.lab_idx]).long()
+        n_modes = cfg.n_modes or ds.n_classes
+
+        # ---- model and optimisers (001 sec. 3)
+        self.model = NemganModel(cfg, n_modes, ds.image_shape, ds.class_names, ds.priors.tolist()).to(self.device)
+        m = self.model
+        betas = (cfg.beta1, cfg.beta2)
+        latent_params = [p for n_, p in m.latent.named_parameters() if n_ != "alpha" and p.requires_grad]
+        self.opt_d = torch.optim.Adam(m.d.parameters(), lr=cfg.lr_d, betas=betas)
+        self.opt_g = torch.optim.Adam(list(m.g.parameters()) + latent_params, lr=cfg.lr_g, betas=betas)
+        self.opt_h = torch.optim.Adam(m.h.parameters(), lr=cfg.lr_h, betas=betas)
+        self.opt_a = torch.optim.Adam([m.latent.alpha], lr=cfg.prior_lr) if m.learns_priors else None
+        self.it_real = BatchIterator(len(self.train_idx), cfg.batch_size, seed=cfg.seed)
+        self.it_lab = BatchIterator(len(self.lab_idx), min(cfg.sup_batch, len(self.lab_idx)), seed=cfg.seed + 1) \
+            if len(self.lab_idx) else None
+        self.gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
+        self.step = 0
+        self.best = {"acc": -1.0, "step": -1}
+        self.started = time.time()
+        self.elapsed_before = 0.0
+
+    # ------------------------------------------------------------------ checkpointing
+    def state(self) -> dict[str, Any]:
+        return {"step": self.step, "best": self.best, "opt_d": self.opt_d.state_dict(),
+                "opt_g": self.opt_g.state_dict(), "opt_h": self.opt_h.state_dict(),
+                "opt_a": self.opt_a.state_dict() if self.opt_a else None,
+                "it_real": self.it_real.state_dict(), "it_lab": self.it_lab.state_dict() if self.it_lab else None,
+                "gen": self.gen.get_state(), "torch_rng": torch.get_rng_state(),
+                "elapsed": self.elapsed_before + time.time() - self.started}
+
+    def save_last(self) -> None:
+        self.model.save(self.out / "last.pt", {"trainer": self.state()})
+
+    def resume(self) -> bool:
+        p = self.out / "last.pt"
+        if not p.is_file():
+            return False
+        ckpt = torch.load(p, map_location=self.device, weights_only=False)
+        old = {k: v for k, v in ckpt["config"].items() if k != "steps"}
+        if old != {k: v for k, v in self.cfg.to_dict().items() if k != "steps"}:
+            raise ValueError(f"{p} was written with different options; use a new --out or the same options "
+                             "(only --steps may change on resume)")
+        self.model.load_state_dict(ckpt["model"])
+        t = ckpt["trainer"]
+        self.step, self.best = t["step"], t["best"]
+        self.opt_d.load_state_dict(t["opt_d"])
+        self.opt_g.load_state_dict(t["opt_g"])
+        self.opt_h.load_state_dict(t["opt_h"])
+        if self.opt_a and t["opt_a"]:
+            self.opt_a.load_state_dict(t["opt_a"])
+        self.it_real.load_state_dict(t["it_real"])
+        if self.it_lab and t["it_lab"]:
+            self.it_lab.load_state_dict(t["it_lab"])
+        self.gen.set_state(t["gen"])
+        torch.set_rng_state(t["torch_rng"])
+        self.elapsed_before = t.get("elapsed", 0.0)
+        return True
+
+    # ------------------------------------------------------------------ one step
+    def real_batch(self) -> torch.Tensor:
+        return self.x_train[next(self.it_real)].to(self.device)
+
+    def train_step(self) -> dict[str, float]:
+        cfg, m, B = self.cfg, self.model, self.cfg.batch_size
+        stats: dict[str, float] = {}
+        sup_mm = cfg.supervised_mmgan
+
+        # 1. discriminator / critic
+        for _ in range(cfg.n_critic):
+            idx = next(self.it_real)
+            x_real = self.x_train[idx].to(self.device)
+            with torch.no_grad():
+                z, modes = m.latent.sample(B, generator=self.gen)
+                x_fake = m.g(z.to(self.device))
+            d_real, d_fake = m.d(x_real), m.d(x_fake)
+            if sup_mm:
+                y_real = torch.from_numpy(self.ds.y[self.train_idx][idx]).long().to(self.device)
+                loss_d = L.d_loss_supervised(d_real, y_real, d_fake)
+            elif cfg.gan_loss == "wgan-gp":
+                loss_d = L.d_loss_wgan(d_real, d_fake) + cfg.gp_weight * L.gradient_penalty(m.d, x_real, x_fake)
+            else:
+                loss_d = L.d_loss_gan(d_real, d_fake)
+            self.opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            self.opt_d.step()
+        stats["loss_d"] = loss_d.item()
+
+        # 2. generator + inverter
+        z, modes = m.latent.sample(B, generator=self.gen)
+        z, modes = z.to(self.device), modes.to(self.device)
+        x = m.g(z)
+        d_fake = m.d(x)
+        if sup_mm:
+            loss_adv = L.g_loss_supervised(d_fake, modes)
+        else:
+            loss_adv = L.g_loss_wgan(d_fake) if cfg.gan_loss == "wgan-gp" else L.g_loss_gan(d_fake)
+        # C2-bar ablation: h still learns to invert g, but its losses do not reach g.
+        z_hat, logits = m.h(x if cfg.c2 else x.detach())
+        loss_lat = L.latent_loss(z, z_hat, cfg.latent_norm)
+        if cfg.mode_loss == "ce":
+            loss_mode = L.mode_loss_ce(logits, modes)
+        else:
+            loss_mode = L.mode_loss_kl(logits, m.latent.priors().detach())
+        loss = loss_adv + cfg.latent_weight * loss_lat + cfg.mode_weight * loss_mode
+        if self.it_lab is not None and self.step % cfg.sup_every == 0:
+            j = next(self.it_lab)
+            x_l = self.x_train[self.lab_idx[j]].to(self.device)
+            _, logits_l = m.h(x_l)
+            loss_sup = torch.nn.functional.cross_entropy(logits_l, self.y_lab[j].to(self.device))
+            loss = loss + cfg.sup_weight * loss_sup
+            stats["loss_sup"] = loss_sup.item()
+        self.opt_g.zero_grad(set_to_none=True)
+        self.opt_h.zero_grad(set_to_none=True)
+        if self.opt_a:
+            self.opt_a.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_g.step()
+        self.opt_h.step()
+        stats.update(loss_g=loss_adv.item(), loss_lat=loss_lat.item(), loss_mode=loss_mode.item())
+
+        # 3. learned priors: match softmax(alpha) to h's estimate of the real mode distribution (001 eq. 16)
+        if self.opt_a is not None and self.step >= cfg.prior_start:
+            with torch.no_grad():
+                m.h.eval()
+                p_hat = torch.softmax(m.h(self.real_batch())[1], 1).mean(0)
+                m.h.train()
+            self.opt_a.zero_grad(set_to_none=True)
+            loss_a = L.prior_kl(p_hat, torch.log_softmax(m.latent.alpha, 0))
+            loss_a.backward()
+            self.opt_a.step()
+            stats["loss_alpha"] = loss_a.item()
+        return stats
+
+    # ------------------------------------------------------------------ evaluation and samples
+    def evaluate(self) -> dict[str, float]:
+        pred, _ = self.model.cluster(self.x_val.to(self.device))
+        rep = clustering_report(self.y_val, pred)
+        return {f"val_{k}": float(v) for k, v in rep.items() if k != "n_samples"}
+
+    def save_samples(self, tag: str) -> Path:
+        K, ncol = self.model.n_modes, 10
+        imgs = np.concatenate([self.model.generate(ncol, mode=k, sigma=1.0, seed=1234 + k)[0] for k in range(K)])
+        return save_grid(imgs, self.out / "samples" / f"{tag}.png", nrow=ncol)
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self) -> dict[str, Any]:
+        cfg = self.cfg
+        self.cfg.save(self.out / "options.json")
+        stats_f = open(self.out / "stats.jsonl", "a")
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress, desc="train", unit="step")
+        acc: dict[str, list[float]] = {}
+        try:
+            while self.step < cfg.steps:
+                s = self.train_step()
+                for k, v in s.items():
+                    acc.setdefault(k, []).append(v)
+                self.step += 1
+                bar.update(1)
+                last = self.step == cfg.steps
+                if self.step % cfg.log_every == 0 or last:
+                    row = {"step": self.step, "time_s": round(self.elapsed(), 1),
+                           **{k: float(np.mean(v)) for k, v in acc.items()},
+                           "priors": [round(p, 4) for p in self.model.latent.priors().tolist()]}
+                    acc.clear()
+                    if any(not math.isfinite(v) for k, v in row.items() if k.startswith("loss")):
+                        raise FloatingPointError(f"non-finite loss at step {self.step}: {row}")
+                    if self.step % cfg.eval_every == 0 or last:
+                        row.update(self.evaluate())
+                        if row["val_acc"] > self.best["acc"]:
+                            self.best = {"acc": row["val_acc"], "step": self.step}
+                            self.model.save(self.out / "best.pt", {"best": self.best})
+                        row["best_val_acc"] = self.best["acc"]
+                    stats_f.write(json.dumps(row) + "\n")
+                    stats_f.flush()
+                    bar.set_postfix({k: f"{v:.3g}" for k, v in row.items()
+                                     if k in ("loss_d", "loss_g", "loss_mode", "val_acc")})
+                if self.step % cfg.sample_every == 0 or last:
+                    self.save_samples(f"step{self.step:07d}")
+                if self.step % cfg.ckpt_every == 0 or last:
+                    self.save_last()
+        finally:
+            bar.close()
+            stats_f.close()
+        summary = {"steps": self.step, "best": self.best, "train_time_s": round(self.elapsed(), 1),
+                   "out_dir": str(self.out), "device": str(self.device)}
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        return summary
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.time() - self.started
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+    if cfg.dry_run:
+        # One cheap smoke run: fake data, a few steps, tiny evaluation.
+        cfg.steps = min(cfg.steps, 3)
+        cfg.log_every = cfg.eval_every = cfg.sample_every = cfg.ckpt_every = max(1, cfg.steps)
+        cfg.val_samples = 32
+    t = Trainer(cfg, progress=progress)
+    if resume:
+        t.resume()  # no last.pt yet: start fresh
+    return t.fit()
