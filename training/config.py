@@ -47,6 +47,7 @@ class TrainConfig:
     sup_every: int = 1  # a supervised CE step for h every N steps
     sup_weight: float = 1.0
     sup_batch: int = 64
+    sup_augment: int = 2  # random shifts of up to N pixels on labeled images: few labels overfit fast
 
     # latent
     latent_kind: str = "nemgan"

@@ -78,7 +78,7 @@ def fit_alpha(p_hat: np.ndarray, init_priors: np.ndarray, method: str = "kl", st
         opt.zero_grad()
         loss.backward()
         opt.step()
-        hist.append(float(loss))
+        hist.append(loss.item())
     return torch.softmax(alpha.detach(), 0).numpy(), hist
 
 
@@ -123,7 +123,7 @@ def learn_priors(model: NemganModel, x_labeled: np.ndarray, y_labeled: np.ndarra
         loss.backward()
         opt.step()
         if step % 20 == 0 or step == h_steps - 1:
-            history.append({"phase": "h", "step": step, "loss_cc": float(loss_cc)})
+            history.append({"phase": "h", "step": step, "loss_cc": loss_cc.item()})
             report(0.8 * (step + 1) / h_steps, f"retraining h {step + 1}/{h_steps}")
     for p in model.g.parameters():
         p.requires_grad_(True)

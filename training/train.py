@@ -51,6 +51,19 @@ def load_training_data(cfg: TrainConfig, split: str = "train") -> ImageDataset:
     return load_dataset(DataSpec(**base), data_root=cfg.data_root)
 
 
+def random_shift(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tensor:
+    """Translate each image by up to max_shift pixels (background -1 padding): cheap augmentation
+    that keeps h from memorising a small labeled set."""
+    if max_shift <= 0:
+        return x
+    n, _, h, w = x.shape
+    p = max_shift
+    padded = torch.nn.functional.pad(x, (p, p, p, p), value=-1.0)
+    dx = torch.randint(0, 2 * p + 1, (n,), generator=gen)
+    dy = torch.randint(0, 2 * p + 1, (n,), generator=gen)
+    return torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, progress: bool = True):
         self.cfg = cfg.validate()
@@ -188,7 +201,7 @@ class Trainer:
         loss = loss_adv + cfg.latent_weight * loss_lat + cfg.mode_weight * loss_mode
         if self.it_lab is not None and self.step % cfg.sup_every == 0:
             j = next(self.it_lab)
-            x_l = self.x_train[self.lab_idx[j]].to(self.device)
+            x_l = random_shift(self.x_train[self.lab_idx[j]], cfg.sup_augment, self.gen).to(self.device)
             _, logits_l = m.h(x_l)
             loss_sup = torch.nn.functional.cross_entropy(logits_l, self.y_lab[j].to(self.device))
             loss = loss + cfg.sup_weight * loss_sup
