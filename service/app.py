@@ -1,0 +1,105 @@
+"""The FastAPI app: `create_app(settings)`. ONNX sessions are loaded and warmed up in the lifespan, before
+/v2/health/ready says ready; a background task polls the registry's active pointers and hot-swaps
+versions; on shutdown the batchers drain before the sessions are dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from fastapi import FastAPI
+
+from . import errors
+from . import metrics as M
+from .jobs.store import JobStore
+from .middleware import BodyLimitMiddleware, MetricsMiddleware
+from .registry import Registry
+from .routes import cluster, generate, health, jobs, metrics, models
+from .runtime import ModelPool
+from .settings import Settings
+
+log = logging.getLogger("nemgan.service")
+
+DESCRIPTION = """NEMGAN inference service: generate images by mode, cluster images, learn mode priors
+from a few labels (Celery jobs), with a versioned model registry. Errors are `{"error": "..."}`."""
+
+
+def seed_registry(registry: Registry, settings: Settings) -> None:
+    for d in settings.model_dirs:
+        try:
+            registry.seed(d)
+        except Exception as e:
+            log.error("cannot seed %s into the registry: %s", d, e)
+
+
+async def _poll(app: FastAPI) -> None:
+    s: Settings = app.state.settings
+    while True:
+        await asyncio.sleep(s.poll_interval_s)
+        try:
+            changed = await app.state.pool.refresh()
+            for name, version in changed:
+                log.info("now serving %s/%s", name, version)
+        except Exception as e:  # keep polling
+            log.error("registry poll failed: %s", e)
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI):
+    s: Settings = app.state.settings
+    t0 = time.perf_counter()
+    M.READY.set(0)
+    registry = Registry(s.registry)
+    await asyncio.to_thread(seed_registry, registry, s)
+    pool = ModelPool(registry, s)
+    app.state.registry, app.state.pool = registry, pool
+    await pool.start()
+    if not pool.active:
+        log.warning("no model in the registry %s (seed one with NEMGAN_MODEL_DIRS)", s.registry)
+    M.READY.set(1 if pool.active else 0)
+    pool.ready = bool(pool.active)
+    log.info("ready in %.2fs: %s", time.perf_counter() - t0, {n: r.version for n, r in pool.active.items()})
+    poller = asyncio.create_task(_poll(app))
+    try:
+        yield
+    finally:
+        app.state.draining = True
+        M.READY.set(0)
+        poller.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await poller
+        await pool.close(timeout=s.graceful_timeout_s)
+        M.JOBS.store = None
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    s = settings or Settings()
+    app = FastAPI(title="nemgan", version="1", description=DESCRIPTION, lifespan=lifespan)
+    app.state.settings = s
+    app.state.draining = False
+    app.state.started_at = time.time()
+    app.state.jobs = JobStore(s.jobs)
+    app.state.jobs_seen = set()
+    app.state.pool = None
+    _celery = {}
+
+    def get_celery():
+        if "app" not in _celery:
+            from .jobs.celery_app import make_celery
+
+            _celery["app"] = make_celery(s)
+        return _celery["app"]
+
+    app.state.get_celery = get_celery
+    M.JOBS.store = app.state.jobs
+    M.JOBS.on_scrape = lambda: jobs.observe_finished(app)
+    errors.install(app, s.retry_after_s)
+    for r in (health, metrics, generate, cluster, models, jobs):
+        app.include_router(r.router)
+    app.add_middleware(BodyLimitMiddleware, default_cap=s.max_upload_bytes,
+                       caps={"/v1/priors/learn": s.max_job_upload_bytes})
+    app.add_middleware(MetricsMiddleware)
+    return app

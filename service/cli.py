@@ -1,0 +1,60 @@
+"""`nemgan serve` and `nemgan worker` (registered on the training CLI's typer app).
+
+Importing this module stays light: fastapi, uvicorn, celery and onnxruntime are imported inside the
+functions. Options override the NEMGAN_* environment (see service/README.md for every setting).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+def serve(
+    host: Annotated[Optional[str], typer.Option(help="Bind address (NEMGAN_HOST, default 127.0.0.1).")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port (NEMGAN_PORT, default 8000).")] = None,
+    model: Annotated[Optional[list[Path]], typer.Option(
+        "--model", "-m", help="Model directory to seed into the registry (repeatable; default: models/*).")] = None,
+    registry_dir: Annotated[Optional[Path], typer.Option(help="Registry directory (NEMGAN_REGISTRY_DIR).")] = None,
+    no_batching: Annotated[bool, typer.Option("--no-batching", help="Turn dynamic batching off.")] = False,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve the models over HTTP (FastAPI + ONNX Runtime); with no options, the shipped models/ on :8000."""
+    import logging
+
+    import uvicorn
+
+    from .app import create_app
+    from .settings import Settings
+
+    overrides = {}
+    if host is not None:
+        overrides["host"] = host
+    if port is not None:
+        overrides["port"] = port
+    if model:
+        overrides["model_dirs"] = [p.resolve() for p in model]
+    if registry_dir is not None:
+        overrides["registry_dir"] = registry_dir
+    if no_batching:
+        overrides["batching"] = False
+    settings = Settings(**overrides)
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=log_level,
+                timeout_graceful_shutdown=int(settings.graceful_timeout_s) or None, access_log=False)
+
+
+def worker(
+    loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
+    metrics_port: Annotated[Optional[int], typer.Option(
+        help="Prometheus port (NEMGAN_WORKER_METRICS_PORT, default 9808; 0 = off).")] = None,
+) -> None:
+    """Run a Celery worker for prior-learning jobs (solo pool; Redis if NEMGAN_REDIS_URL, else embedded)."""
+    from .jobs.worker import run_worker
+
+    if metrics_port is not None:
+        os.environ["NEMGAN_WORKER_METRICS_PORT"] = str(metrics_port)
+    run_worker(loglevel=loglevel)

@@ -1,0 +1,118 @@
+"""Training-set uploads for prior learning, validated in the API (torch-free) and stored as .npz.
+
+Labeled: a .zip with one folder per class (folder name = a mode label or a mode index; any nesting
+above the class folders is fine) or an .npz with `x` (images) and `y` (mode indices).
+Unlabeled: the same forms (labels ignored) or an .npy.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import PurePosixPath
+
+import numpy as np
+
+from training.manifest import Manifest, model_to_uint8, prepare_array_batch, preprocess_image_bytes
+
+IMAGE_EXT = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
+
+
+class UploadError(ValueError):
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+def _mode_of(folder: str, m: Manifest) -> int:
+    labels = m.mode_labels
+    if folder in labels:
+        return labels.index(folder)
+    if folder.isdigit() and int(folder) < m.n_modes:
+        return int(folder)
+    raise UploadError(f"folder {folder!r} is not a mode label ({labels}) nor a mode index 0..{m.n_modes - 1}", 422)
+
+
+def _zip(data: bytes, m: Manifest, labeled: bool, max_images: int, max_bytes: int):
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile as e:
+        raise UploadError(f"not a valid zip file: {e}") from None
+    infos = [i for i in zf.infolist() if not i.is_dir() and i.filename.lower().endswith(IMAGE_EXT)
+             and not any(part.startswith((".", "__MACOSX")) for part in PurePosixPath(i.filename).parts)]
+    if not infos:
+        raise UploadError("the zip holds no images")
+    if len(infos) > max_images:
+        raise UploadError(f"too many images in the zip: {len(infos)} > {max_images}", 413)
+    if sum(i.file_size for i in infos) > max_bytes:
+        raise UploadError("the zip's uncompressed size is over the upload cap", 413)
+    spec = m.image
+    xs, ys = [], []
+    for info in infos:
+        if labeled:
+            parts = PurePosixPath(info.filename).parts
+            if len(parts) < 2:
+                raise UploadError(f"{info.filename}: images must sit in one folder per class", 422)
+            ys.append(_mode_of(parts[-2], m))
+        try:
+            xs.append(preprocess_image_bytes(zf.read(info), spec))
+        except ValueError as e:
+            raise UploadError(f"{info.filename}: {e}") from None
+        except (zipfile.BadZipFile, OSError, EOFError) as e:
+            raise UploadError(f"{info.filename}: cannot read from the zip: {e}") from None
+    x = model_to_uint8(np.stack(xs))
+    return x, (np.asarray(ys, np.int64) if labeled else None)
+
+
+def _arrays(data: bytes, m: Manifest, labeled: bool, max_images: int):
+    try:
+        obj = np.load(io.BytesIO(data), allow_pickle=False)
+    except Exception as e:
+        raise UploadError(f"cannot read .npz/.npy data: {e}") from None
+    if isinstance(obj, np.ndarray):
+        if labeled:
+            raise UploadError("a labeled set needs an .npz with x and y (or a zip of class folders)")
+        x, y = obj, None
+    else:
+        with obj:
+            if "x" not in obj.files:
+                raise UploadError(f"the .npz needs an array 'x' (has {obj.files})")
+            x = obj["x"]
+            y = obj["y"] if "y" in obj.files else None
+        if labeled and y is None:
+            raise UploadError("the labeled .npz needs an array 'y' of mode indices")
+    if len(x) > max_images:
+        raise UploadError(f"too many images: {len(x)} > {max_images}", 413)
+    try:
+        xf = prepare_array_batch(x, m.image)
+    except ValueError as e:
+        raise UploadError(str(e)) from None
+    if len(xf) == 0:
+        raise UploadError("the set is empty")
+    if not labeled:
+        return model_to_uint8(xf), None
+    y = np.asarray(y)
+    if y.ndim != 1 or len(y) != len(xf):
+        raise UploadError(f"y must be a 1-d array of {len(xf)} labels, got shape {tuple(y.shape)}", 422)
+    if not np.issubdtype(y.dtype, np.integer):
+        raise UploadError(f"y must hold integer mode indices, got {y.dtype}", 422)
+    if y.min() < 0 or y.max() >= m.n_modes:
+        raise UploadError(f"labels must be mode indices 0..{m.n_modes - 1}", 422)
+    return model_to_uint8(xf), y.astype(np.int64)
+
+
+def parse_set(data: bytes, filename: str | None, m: Manifest, labeled: bool, max_images: int = 100_000,
+              max_bytes: int = 1 << 30):
+    if not data:
+        raise UploadError(f"the {'labeled' if labeled else 'unlabeled'} upload is empty")
+    if data[:4] == b"PK\x03\x04":
+        try:
+            names = zipfile.ZipFile(io.BytesIO(data)).namelist()
+        except zipfile.BadZipFile as e:
+            raise UploadError(f"not a valid zip file: {e}") from None
+        if names and all(n.endswith(".npy") for n in names):  # an .npz
+            return _arrays(data, m, labeled, max_images)
+        return _zip(data, m, labeled, max_images, max_bytes)
+    if data[:6] == b"\x93NUMPY":
+        return _arrays(data, m, labeled, max_images)
+    raise UploadError(f"{filename or 'upload'}: expected a .zip of class folders, an .npz or an .npy")

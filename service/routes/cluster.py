@@ -1,0 +1,145 @@
+"""POST /v1/cluster"""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from starlette.datastructures import UploadFile
+
+from training.manifest import model_to_uint8, softmax
+
+from .. import metrics as M
+from ..deps import PoolDep, SettingsDep
+from ..encoding import b64png, decode_images, load_array
+from ..errors import ApiError
+from ..schemas import ClusterResponse, ErrorBody
+
+router = APIRouter(tags=["inference"])
+
+ARRAY_TYPES = ("application/octet-stream", "application/x-npy", "application/x-npz", "application/npy")
+TRUE = ("1", "true", "yes", "on")
+FALSE = ("0", "false", "no", "off", "")
+
+OPENAPI = {
+    "parameters": [
+        {"name": "model", "in": "query", "required": False, "schema": {"type": "string"}},
+        {"name": "version", "in": "query", "required": False, "schema": {"type": "string"}},
+        {"name": "return_latent", "in": "query", "required": False, "schema": {"type": "boolean", "default": False}},
+        {"name": "return_reconstruction", "in": "query", "required": False,
+         "schema": {"type": "boolean", "default": False}},
+    ],
+    "requestBody": {"required": True, "content": {
+        "multipart/form-data": {"schema": {"type": "object", "properties": {
+            "files": {"type": "array", "items": {"type": "string", "format": "binary"},
+                      "description": "PNG/JPEG/... images (any size or colour), or one .npy/.npz batch"},
+            "return_latent": {"type": "boolean"}, "return_reconstruction": {"type": "boolean"}}},
+            "example": {"files": ["three.png", "five.png"], "return_reconstruction": True}},
+        "application/x-npy": {"schema": {"type": "string", "format": "binary"},
+                              "example": "<np.save of uint8 [N,28,28] or float32 [N,1,28,28] in [-1,1]>"},
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary"},
+                                     "example": "<.npy or .npz (key 'x') bytes>"},
+    }},
+}
+
+
+def _flag(value, name: str) -> bool:
+    if value is None:
+        return False
+    v = str(value).strip().lower()
+    if v in TRUE:
+        return True
+    if v in FALSE:
+        return False
+    raise ApiError(422, f"{name} must be a boolean, got {value!r}")
+
+
+def _is_array_upload(f: UploadFile) -> bool:
+    name = (f.filename or "").lower()
+    return name.endswith((".npy", ".npz")) or (f.content_type or "").split(";")[0].strip() in ARRAY_TYPES
+
+
+@router.post("/v1/cluster", response_model=ClusterResponse, openapi_extra=OPENAPI, responses={
+    400: {"model": ErrorBody, "description": "corrupt/empty image or bad array"}, 404: {"model": ErrorBody},
+    413: {"model": ErrorBody, "description": "body over the upload cap or too many images"},
+    415: {"model": ErrorBody}, 422: {"model": ErrorBody}, 503: {"model": ErrorBody}},
+    summary="Cluster images: mode, label, probabilities; optionally latent h1(x) and reconstruction g(h1(x))")
+async def cluster(request: Request, pool: PoolDep, settings: SettingsDep):
+    q = request.query_params
+    rt = await pool.get(q.get("model") or None, q.get("version") or None)
+    want_latent = _flag(q.get("return_latent"), "return_latent")
+    want_recon = _flag(q.get("return_reconstruction"), "return_reconstruction")
+    ctype = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+    spec = rt.image
+    if ctype == "multipart/form-data":
+        form = await request.form(max_files=settings.max_images + 1, max_fields=100)
+        try:
+            uploads = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
+            want_latent = want_latent or _flag(form.get("return_latent"), "return_latent")
+            want_recon = want_recon or _flag(form.get("return_reconstruction"), "return_reconstruction")
+            if not uploads:
+                raise ApiError(400, "no files in the multipart body (send images or one .npy/.npz as files)")
+            if len(uploads) > settings.max_images:
+                raise ApiError(413, f"too many images: cap is {settings.max_images}")
+            arrays = [u for u in uploads if _is_array_upload(u)]
+            if arrays:
+                if len(uploads) != 1:
+                    raise ApiError(400, "send either images or exactly one .npy/.npz file")
+                x = _array(await arrays[0].read(), spec)
+            else:
+                blobs = [await u.read() for u in uploads]
+                x = await _images(blobs, spec)
+        finally:
+            await form.close()
+    elif ctype in ARRAY_TYPES:
+        x = _array(await request.body(), spec)
+    else:
+        raise ApiError(415, f"unsupported content type {ctype or '(none)'}: use multipart/form-data with image "
+                            "files, or a .npy/.npz body as application/octet-stream or application/x-npy")
+    if len(x) == 0:
+        raise ApiError(400, "no images in the upload")
+    if len(x) > settings.max_images:
+        raise ApiError(413, f"too many images: {len(x)} > cap {settings.max_images}")
+
+    async with rt.lease():
+        z = await rt.infer("h1", x)
+        logits = await rt.infer("h2", z)
+        recon = await rt.infer("g", z) if want_recon else None
+    M.IMAGES_CLUSTERED.labels(rt.name).inc(len(x))
+    probs = softmax(logits.astype(np.float32, copy=False))
+    modes = probs.argmax(1)
+    labels = rt.mode_labels
+    results = []
+    if want_recon:
+        mse = ((recon - x) ** 2).reshape(len(x), -1).mean(1)
+        recon_u8 = model_to_uint8(recon)
+    for i in range(len(x)):
+        item = {"index": i, "mode": int(modes[i]), "label": labels[int(modes[i])], "probabilities": probs[i]}
+        if want_latent:
+            item["latent"] = z[i]
+        if want_recon:
+            item["reconstruction"] = b64png(recon_u8[i])
+            item["reconstruction_mse"] = float(mse[i])
+        results.append(item)
+    body = {"model": rt.name, "version": rt.version, "mode_labels": labels, "results": results}
+    return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json",
+                    headers={"X-Nemgan-Model": rt.name, "X-Nemgan-Version": rt.version})
+
+
+def _array(data: bytes, spec) -> np.ndarray:
+    try:
+        return load_array(data, spec)
+    except ValueError as e:
+        raise ApiError(400, str(e)) from None
+
+
+async def _images(blobs: list[bytes], spec) -> np.ndarray:
+    try:
+        if sum(map(len, blobs)) > 256 * 1024:  # big decodes/resizes off the event loop
+            return await asyncio.to_thread(decode_images, blobs, spec)
+        return decode_images(blobs, spec)
+    except ValueError as e:
+        raise ApiError(400, str(e)) from None

@@ -1,0 +1,40 @@
+"""Health: OIP v2 paths and the k8s-style aliases."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from ..errors import error_response
+
+router = APIRouter(tags=["operations"])
+READY_RESPONSES = {200: {"content": {"application/json": {"example": {"ready": True}}}},
+                   503: {"content": {"application/json": {"example": {"error": "not ready"}}}}}
+
+
+def _ready(request: Request):
+    pool = getattr(request.app.state, "pool", None)
+    if pool is None or not pool.ready or getattr(request.app.state, "draining", False):
+        return error_response(503, "not ready", headers={"Retry-After": "1"})
+    return {"ready": True, "models": {n: rt.version for n, rt in pool.active.items()}}
+
+
+@router.get("/v2/health/live", summary="OIP liveness", responses={200: {"content": {"application/json": {
+    "example": {"live": True}}}}})
+async def live():
+    return {"live": True}
+
+
+@router.get("/v2/health/ready", summary="OIP readiness (models loaded and warmed up)", responses=READY_RESPONSES)
+async def ready(request: Request):
+    return _ready(request)
+
+
+@router.get("/healthz", summary="Liveness (alias)", responses={200: {"content": {"application/json": {
+    "example": {"live": True}}}}})
+async def healthz():
+    return {"live": True}
+
+
+@router.get("/readyz", summary="Readiness (alias)", responses=READY_RESPONSES)
+async def readyz(request: Request):
+    return _ready(request)

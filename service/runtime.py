@@ -1,0 +1,226 @@
+"""ONNX Runtime sessions per model version, their batchers, and the pool that hot-swaps versions.
+
+Torch-free (this is the request path). A `ModelRuntime` owns the g/h1/h2 sessions of one version and
+one `Batcher` per network. The `ModelPool` keeps the active runtime of every model name plus a few
+other loaded versions; `refresh()` (polled) loads a newly active version beside the old one, swaps the
+reference, and closes the old runtime once its in-flight requests are done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import numpy as np
+
+from training.manifest import ONNX_IO, Manifest, load_manifest
+
+from . import metrics as M
+from .batcher import Batcher
+from .registry import Registry, RegistryError
+from .settings import Settings
+
+log = logging.getLogger("nemgan.service")
+
+
+def pick_providers(setting: str) -> list[str]:
+    import onnxruntime as ort
+
+    avail = ort.get_available_providers()
+    if setting == "cpu":
+        return ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" in avail and setting in ("auto", "cuda"):
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if setting == "cuda":
+        log.warning("CUDA execution provider requested but not available; using CPU")
+    return ["CPUExecutionProvider"]
+
+
+class ModelRuntime:
+    def __init__(self, model_dir: Path, settings: Settings):
+        import onnxruntime as ort
+
+        self.dir = Path(model_dir)
+        self.manifest: Manifest = load_manifest(self.dir)
+        self.name, self.version = self.manifest.name, self.manifest.version
+        self.spec = self.manifest.latent_spec()
+        self.image = self.manifest.image
+        self.mode_labels = self.manifest.mode_labels
+        self.providers = pick_providers(settings.providers)
+        so = ort.SessionOptions()
+        if settings.intra_op_threads:
+            so.intra_op_num_threads = settings.intra_op_threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.sessions = {net: ort.InferenceSession(str(self.manifest.onnx_path(net)), so, providers=self.providers)
+                         for net in ONNX_IO}
+        self.settings = settings
+        self.batchers: dict[str, Batcher] = {}
+        self.inflight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.retired = False
+
+    def run(self, net: str, x: np.ndarray) -> np.ndarray:
+        """Synchronous ONNX call (used by the batcher thread, warm-up and the benchmark)."""
+        return self.sessions[net].run(None, {ONNX_IO[net]["inputs"][0]: x})[0]
+
+    def warmup(self) -> None:
+        c, h, w = self.image.channels, self.image.height, self.image.width
+        for n in (1, min(64, self.settings.max_batch_size)):
+            z = np.zeros((n, self.spec.dim), np.float32)
+            self.run("g", z)
+            self.run("h2", z)
+            self.run("h1", np.zeros((n, c, h, w), np.float32))
+
+    def batcher(self, net: str) -> Batcher:
+        b = self.batchers.get(net)
+        if b is None:
+            s = self.settings
+            labels = (self.name, net)
+
+            def on_batch(n, dt, labels=labels):
+                M.BATCH_SIZE.labels(*labels).observe(n)
+                M.INFERENCE_DURATION.labels(*labels).observe(dt)
+
+            b = Batcher(lambda x, net=net: self.run(net, x), max_batch=s.max_batch_size, max_wait=s.max_wait_ms / 1000,
+                        max_queue=s.max_queue, enabled=s.batching, on_batch=on_batch,
+                        on_wait=M.QUEUE_WAIT.labels(*labels).observe, on_depth=M.QUEUE_DEPTH.labels(*labels).set)
+            self.batchers[net] = b
+        return b
+
+    async def infer(self, net: str, x: np.ndarray) -> np.ndarray:
+        return await self.batcher(net).submit(x)
+
+    @asynccontextmanager
+    async def lease(self):
+        self.inflight += 1
+        self._idle.clear()
+        try:
+            yield self
+        finally:
+            self.inflight -= 1
+            if self.inflight == 0:
+                self._idle.set()
+
+    async def close(self, timeout: float | None = None) -> None:
+        self.retired = True
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except asyncio.TimeoutError:
+            log.warning("closing %s/%s with %d requests in flight", self.name, self.version, self.inflight)
+        for b in self.batchers.values():
+            await b.close(timeout)
+        self.batchers.clear()
+        self.sessions.clear()
+
+
+class ModelPool:
+    def __init__(self, registry: Registry, settings: Settings):
+        self.registry = registry
+        self.settings = settings
+        self.active: dict[str, ModelRuntime] = {}
+        self.others: OrderedDict[tuple[str, str], ModelRuntime] = OrderedDict()
+        self._lock = asyncio.Lock()
+        self._closing: set[asyncio.Task] = set()
+        self.ready = False
+
+    @property
+    def default_name(self) -> str | None:
+        if self.settings.default_model and self.settings.default_model in self.active:
+            return self.settings.default_model
+        return next(iter(sorted(self.active)), None)
+
+    def _load(self, name: str, version: str) -> ModelRuntime:
+        t = time.perf_counter()
+        rt = ModelRuntime(self.registry.version_dir(name, version), self.settings)
+        if self.settings.warmup:
+            rt.warmup()
+        log.info("loaded %s/%s in %.2fs (%s)", name, version, time.perf_counter() - t, rt.providers[0])
+        return rt
+
+    async def start(self) -> None:
+        await self.refresh()
+        self.ready = True
+
+    async def refresh(self) -> list[tuple[str, str]]:
+        """Load newly active versions (beside the old ones) and swap them in. Returns what changed."""
+        changed = []
+        async with self._lock:
+            for name in self.registry.names():
+                try:
+                    version = self.registry.active(name)
+                except RegistryError:
+                    continue
+                if version is None:
+                    continue
+                cur = self.active.get(name)
+                if cur is not None and cur.version == version:
+                    continue
+                rt = self.others.pop((name, version), None)
+                if rt is None:
+                    try:
+                        rt = await asyncio.to_thread(self._load, name, version)
+                    except Exception as e:  # a broken version never takes the service down
+                        log.error("cannot load %s/%s: %s", name, version, e)
+                        continue
+                self.active[name] = rt
+                M.set_active_model(name, version)
+                changed.append((name, version))
+                if cur is not None:
+                    self._keep_other(cur)
+        return changed
+
+    def _keep_other(self, rt: ModelRuntime) -> None:
+        self.others[(rt.name, rt.version)] = rt
+        self.others.move_to_end((rt.name, rt.version))
+        while len(self.others) > self.settings.max_loaded_versions:
+            _, old = self.others.popitem(last=False)
+            self._retire(old)
+
+    def _retire(self, rt: ModelRuntime) -> None:
+        task = asyncio.get_running_loop().create_task(rt.close(timeout=self.settings.graceful_timeout_s))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def get(self, name: str | None, version: str | None) -> ModelRuntime:
+        """The runtime for a request; raises RegistryError (-> 404) for unknown names/versions."""
+        name = name or self.default_name
+        if name is None:
+            raise RegistryError("no model is loaded")
+        rt = self.active.get(name)
+        if rt is None:
+            raise RegistryError(f"unknown model {name!r}")
+        if version is None or str(version) == rt.version:
+            return rt
+        version = str(version)
+        other = self.others.get((name, version))
+        if other is not None:
+            self.others.move_to_end((name, version))
+            return other
+        self.registry.version_dir(name, version)  # raises for unknown versions
+        async with self._lock:
+            other = self.others.get((name, version))
+            if other is None:
+                other = await asyncio.to_thread(self._load, name, version)
+                self._keep_other(other)
+        return other
+
+    async def drain(self, timeout: float) -> None:
+        for rt in [*self.active.values(), *self.others.values()]:
+            for b in rt.batchers.values():
+                await b.drain(timeout)
+
+    async def close(self, timeout: float = 5.0) -> None:
+        self.ready = False
+        for rt in [*self.active.values(), *self.others.values()]:
+            await rt.close(timeout)
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
+        self.active.clear()
+        self.others.clear()

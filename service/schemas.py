@@ -1,0 +1,95 @@
+"""Request/response models (with the examples the OpenAPI docs show)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+
+class GenerateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), json_schema_extra={"examples": [
+        {"mode": 3, "n": 16, "sigma": 1.0, "seed": 42, "format": "grid"},
+        {"n": 4, "format": "json", "seed": 7},
+        {"model": "mnist", "version": "1", "mode": "7", "n": 256, "sigma": 0.5, "format": "npz"},
+    ]})
+
+    model: StrictStr | None = Field(None, description="Model name (default: the service's default model).")
+    version: StrictStr | StrictInt | None = Field(None, description="Version (default: the active one).")
+    mode: StrictInt | StrictStr | None = Field(None, description="Mode index or label; absent = drawn from the priors.")
+    n: StrictInt = Field(1, ge=1, description="Number of images (1..NEMGAN_MAX_N).")
+    sigma: float = Field(1.0, ge=0, allow_inf_nan=False, description="Noise scale (0 = mode centre).")
+    seed: StrictInt | None = Field(None, ge=0, le=2**63 - 1, description="Same seed -> identical bytes.")
+    format: Literal["png", "grid", "npz", "json"] = Field(
+        "json", description="png: one PNG (n=1) or a zip of PNGs; grid: one PNG grid; npz: images+modes; "
+                            "json: base64 PNGs + modes.")
+
+
+class GenerateResponse(BaseModel):
+    model: str
+    version: str
+    seed: int
+    n: int
+    modes: list[int]
+    mode_labels: list[str]
+    images: list[str] = Field(description="base64 PNG per image")
+
+
+class ClusterItem(BaseModel):
+    index: int
+    mode: int
+    label: str
+    probabilities: list[float]
+    latent: list[float] | None = None
+    reconstruction: str | None = Field(None, description="base64 PNG of g(h1(x))")
+    reconstruction_mse: float | None = None
+
+
+class ClusterResponse(BaseModel):
+    model: str
+    version: str
+    mode_labels: list[str]
+    results: list[ClusterItem]
+
+
+class ModelVersion(BaseModel):
+    version: str
+    active: bool
+    loaded: bool
+    created: str | None = None
+    priors: list[float] | None = None
+    metrics: dict | None = None
+    job: dict | None = None
+
+
+class ModelSummary(BaseModel):
+    name: str
+    active_version: str | None
+    versions: list[str]
+    n_modes: int | None = None
+    mode_labels: list[str] | None = None
+    image: dict | None = None
+
+
+class ModelDetail(ModelSummary):
+    history: list[str]
+    details: list[ModelVersion]
+
+
+class JobInfo(BaseModel):
+    id: str
+    state: Literal["pending", "running", "succeeded", "failed", "cancelled"]
+    progress: float
+    message: str | None = None
+    created: float | None = None
+    started: float | None = None
+    finished: float | None = None
+    attempts: int = 0
+    params: dict | None = None
+    result: dict | None = Field(None, description="When succeeded: priors, metrics, model, version.")
+    error: str | None = None
+
+
+class ErrorBody(BaseModel):
+    error: str
+    detail: object | None = None

@@ -1,0 +1,95 @@
+"""Service settings (pydantic-settings, env prefix NEMGAN_). Every field has an embedded default so that
+`nemgan serve` runs on a laptop with no configuration at all.
+
+Lists (``NEMGAN_MODEL_DIRS``) accept a JSON list or a comma/colon separated string.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _default_model_dirs() -> list[Path]:
+    models = REPO / "models"
+    if not models.is_dir():
+        return []
+    return sorted(p for p in models.iterdir() if (p / "manifest.json").is_file())
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NEMGAN_", extra="ignore", protected_namespaces=())
+
+    # ---------------------------------------------------------------- where things live
+    var_dir: Path = Field(REPO / "var", description="Root for the embedded broker, result store and defaults below.")
+    registry_dir: Path | None = Field(None, description="Model registry (name/version dirs). Default: <var_dir>/registry.")
+    jobs_dir: Path | None = Field(None, description="Shared job directory (uploads, job state). Default: <var_dir>/jobs.")
+    data_dir: Path = Field(REPO.parent / "shared" / "data", description="Data root for training.dataset presets.")
+    model_dirs: Annotated[list[Path], NoDecode] = Field(
+        default_factory=_default_model_dirs,
+        description="Model directories seeded into the registry at start-up when it lacks them.")
+    default_model: str | None = Field(None, description="Model used when a request names none (default: first name).")
+
+    # ---------------------------------------------------------------- serving
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: str | None = Field(None, description="Bearer key for mutating endpoints; unset = auth off.")
+    max_n: int = Field(1024, ge=1, description="Cap on images per /v1/generate request.")
+    max_images: int = Field(256, ge=1, description="Cap on images per /v1/cluster request.")
+    max_upload_bytes: int = Field(32 * 1024 * 1024, ge=1, description="Cap on request bodies (413 above).")
+    max_job_upload_bytes: int = Field(256 * 1024 * 1024, ge=1, description="Cap on /v1/priors/learn bodies.")
+    batching: bool = Field(True, description="Dynamic batching on/off.")
+    max_batch_size: int = Field(256, ge=1, description="Largest merged batch (rows).")
+    max_wait_ms: float = Field(2.0, ge=0, description="Longest a request waits for others to join its batch.")
+    max_queue: int = Field(512, ge=1, description="Queued requests per model+network before 503.")
+    retry_after_s: int = Field(1, ge=0)
+    providers: Literal["auto", "cpu", "cuda"] = Field("auto", description="ONNX Runtime execution provider.")
+    intra_op_threads: int = Field(0, ge=0, description="ORT intra-op threads; 0 = ORT default.")
+    warmup: bool = True
+    poll_interval_s: float = Field(2.0, gt=0, description="How often replicas poll the active pointer.")
+    max_loaded_versions: int = Field(4, ge=1, description="Loaded non-active versions kept per process.")
+    graceful_timeout_s: float = Field(30.0, ge=0, description="uvicorn graceful shutdown timeout.")
+
+    # ---------------------------------------------------------------- jobs
+    redis_url: str | None = Field(None, description="Redis for broker + results; unset = embedded broker.")
+    job_time_limit_s: float = Field(3600.0, gt=0, description="A prior-learning job fails after this long.")
+    visibility_timeout_s: float | None = Field(None, description="Redis visibility timeout (default: time limit + 10 min).")
+    job_stale_after_s: float = Field(120.0, gt=0, description="A running job whose heartbeat is older is requeued.")
+    worker_metrics_port: int = Field(9808, ge=0)
+    queue_name: str = "nemgan"
+
+    @field_validator("model_dirs", mode="before")
+    @classmethod
+    def _split(cls, v):
+        if isinstance(v, str):
+            v = v.strip()
+            if v.startswith("["):
+                import json
+
+                return json.loads(v)
+            sep = "," if "," in v else ":"
+            return [p for p in (s.strip() for s in v.split(sep)) if p]
+        return v
+
+    @property
+    def registry(self) -> Path:
+        return self.registry_dir or self.var_dir / "registry"
+
+    @property
+    def jobs(self) -> Path:
+        return self.jobs_dir or self.var_dir / "jobs"
+
+    @property
+    def visibility_timeout(self) -> float:
+        return self.visibility_timeout_s or self.job_time_limit_s + 600.0
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
