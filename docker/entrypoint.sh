@@ -7,18 +7,17 @@
 set -eu
 
 role="${1:-api}"
+[ "$#" -gt 0 ] && shift
 case "$role" in
   api|serve)
-    shift || true
     export NEMGAN_ROLE=api
     exec nemgan serve --host "${NEMGAN_HOST:-0.0.0.0}" --port "${NEMGAN_PORT:-8000}" "$@"
     ;;
   worker)
-    shift || true
     export NEMGAN_ROLE=worker
     exec nemgan worker "$@"
     ;;
   *)
-    exec "$@"
+    exec "$role" "$@"
     ;;
 esac
