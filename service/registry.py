@@ -99,9 +99,12 @@ class Registry:
 
     # ------------------------------------------------------------ writing
     @contextmanager
-    def lock(self, name: str):
-        d = self.root / name
-        d.mkdir(parents=True, exist_ok=True)
+    def lock(self, name: str, create: bool = False):
+        if create:
+            if not NAME_RE.match(name or ""):
+                raise RegistryError(f"invalid model name {name!r}")
+            (self.root / name).mkdir(parents=True, exist_ok=True)
+        d = self._name_dir(name)
         with open(d / ".lock", "a+") as f:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX)
             try:
@@ -157,7 +160,7 @@ class Registry:
 
         Idempotent per job id: when a version from `job_id` exists, it is returned and `built` dropped.
         """
-        with self.lock(name):
+        with self.lock(name, create=True):
             if job_id:
                 prev = self.find_job_version(name, job_id)
                 if prev is not None:
@@ -193,7 +196,7 @@ class Registry:
         if not NAME_RE.match(name) or not NAME_RE.match(version):
             raise ManifestError(f"{model_dir}: name/version {name!r}/{version!r} not usable as directory names")
         target = self.root / name / version
-        with self.lock(name):
+        with self.lock(name, create=True):
             if not (target / "manifest.json").is_file():
                 tmp = Path(tempfile.mkdtemp(prefix=f".seed-{version}-", dir=self.root / name))
                 shutil.rmtree(tmp)

@@ -7,7 +7,9 @@ import secrets
 
 import numpy as np
 import orjson
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Body
 from fastapi.responses import Response
 
 from training.manifest import model_to_uint8, sample_latents
@@ -21,6 +23,13 @@ from ..schemas import ErrorBody, GenerateRequest, GenerateResponse
 
 router = APIRouter(tags=["inference"])
 
+EXAMPLES = {
+    "grid": {"summary": "16 images of mode 3 as a PNG grid", "value": {"mode": 3, "n": 16, "seed": 42, "format": "grid"}},
+    "priors": {"summary": "modes drawn from the priors, JSON", "value": {"n": 4, "seed": 7, "format": "json"}},
+    "label": {"summary": "by label and version, npz", "value": {"model": "mnist", "version": "1", "mode": "7",
+                                                                "n": 256, "sigma": 0.5, "format": "npz"}},
+}
+
 ERRORS = {404: {"model": ErrorBody, "description": "unknown model or version"},
           413: {"model": ErrorBody}, 422: {"model": ErrorBody, "description": "invalid request (bad n, sigma, mode)"},
           503: {"model": ErrorBody, "description": "overloaded or not ready (Retry-After)"}}
@@ -31,7 +40,7 @@ ERRORS = {404: {"model": ErrorBody, "description": "unknown model or version"},
         **ERRORS, 200: {"description": "images and their modes; headers X-Nemgan-Model/-Version/-Seed/-Modes",
                         "content": {"image/png": {}, "application/zip": {}, "application/x-npz": {}}}},
     summary="Generate images (mode by index/label, or drawn from the priors)")
-async def generate(req: GenerateRequest, pool: PoolDep, settings: SettingsDep):
+async def generate(req: Annotated[GenerateRequest, Body(openapi_examples=EXAMPLES)], pool: PoolDep, settings: SettingsDep):
     if req.n > settings.max_n:
         raise ApiError(422, f"n={req.n} exceeds the cap of {settings.max_n}")
     rt = await pool.get(req.model, None if req.version is None else str(req.version))

@@ -179,14 +179,18 @@ async def _cancel(job_id: str, jobs) -> dict:
     return _job_view(doc)
 
 
-@router.delete("/v1/jobs/{job_id}", response_model=JobInfo, responses={401: {"model": ErrorBody},
+CANCEL_EX = {200: {"content": {"application/json": {"example": {"id": "3f2b...", "state": "cancelled",
+                                                              "progress": 0.4, "message": "cancelled"}}}}}
+
+
+@router.delete("/v1/jobs/{job_id}", response_model=JobInfo, responses={**CANCEL_EX, 401: {"model": ErrorBody},
                                                                        404: {"model": ErrorBody}},
                summary="Cancel a job (a running job stops at its next step and publishes nothing)")
 async def delete_job(job_id: str, _: AuthDep, jobs: JobsDep):
     return await _cancel(job_id, jobs)
 
 
-@router.post("/v1/jobs/{job_id}/cancel", response_model=JobInfo, responses={401: {"model": ErrorBody},
+@router.post("/v1/jobs/{job_id}/cancel", response_model=JobInfo, responses={**CANCEL_EX, 401: {"model": ErrorBody},
                                                                            404: {"model": ErrorBody}},
              summary="Cancel a job (same as DELETE)")
 async def cancel_job(job_id: str, _: AuthDep, jobs: JobsDep):

@@ -9,6 +9,11 @@ from ..schemas import ErrorBody, ModelDetail, ModelSummary, ModelVersion
 
 router = APIRouter(tags=["models"])
 ERR = {401: {"model": ErrorBody}, 404: {"model": ErrorBody}}
+SUMMARY_EX = {200: {"content": {"application/json": {"example": {
+    "name": "mnist", "active_version": "2", "versions": ["1", "2"], "n_modes": 10}}}}}
+DETAIL_EX = {200: {"content": {"application/json": {"example": {
+    "name": "mnist", "active_version": "2", "versions": ["1", "2"], "history": ["1", "2"],
+    "details": [{"version": "2", "active": True, "loaded": True, "priors": [0.1] * 10, "job": {"id": "3f2b..."}}]}}}}}
 
 
 def _summary(registry, name: str) -> dict:
@@ -27,7 +32,7 @@ async def list_models(registry: RegistryDep):
     return [_summary(registry, n) for n in registry.names()]
 
 
-@router.get("/v1/models/{name}", response_model=ModelDetail, responses=ERR,
+@router.get("/v1/models/{name}", response_model=ModelDetail, responses={**ERR, **DETAIL_EX},
             summary="A model's versions (priors, metrics, the job that made each)")
 async def get_model(name: str, registry: RegistryDep, pool: PoolDep):
     out = _summary(registry, name)
@@ -43,7 +48,8 @@ async def get_model(name: str, registry: RegistryDep, pool: PoolDep):
     return out
 
 
-@router.post("/v1/models/{name}/versions/{version}/activate", response_model=ModelSummary, responses=ERR,
+@router.post("/v1/models/{name}/versions/{version}/activate", response_model=ModelSummary,
+             responses={**ERR, **SUMMARY_EX},
              summary="Make a version active (all replicas follow within the poll interval)")
 async def activate(name: str, version: str, registry: RegistryDep, pool: PoolDep, _: AuthDep):
     registry.activate(name, version)
@@ -51,7 +57,7 @@ async def activate(name: str, version: str, registry: RegistryDep, pool: PoolDep
     return _summary(registry, name)
 
 
-@router.post("/v1/models/{name}/rollback", response_model=ModelSummary, responses={**ERR, 409: {"model": ErrorBody}},
+@router.post("/v1/models/{name}/rollback", response_model=ModelSummary, responses={**ERR, **SUMMARY_EX, 409: {"model": ErrorBody}},
              summary="Re-activate the version that was active before the current one")
 async def rollback(name: str, registry: RegistryDep, pool: PoolDep, _: AuthDep):
     from ..errors import ApiError
