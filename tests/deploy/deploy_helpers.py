@@ -38,6 +38,16 @@ def need_tool(name: str, package: str) -> str:
     return path
 
 
+def nemgan_argv() -> list[str]:
+    """The `nemgan` console script as pyproject declares it, run with this interpreter."""
+    import sys
+    import tomllib
+
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    module, _, attr = scripts["nemgan"].partition(":")
+    return [sys.executable, "-c", f"import sys, {module} as m; sys.argv[0] = 'nemgan'; m.{attr}()"]
+
+
 def load_yaml_docs(path: Path) -> list[dict]:
     return [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy_helpers import COMPOSE_FILES, DOCKERFILES, NON_SETTINGS_ENV, REPO, k8s_by_kind, load_compose
+from deploy_helpers import COMPOSE_FILES, DOCKERFILES, NON_SETTINGS_ENV, REPO, k8s_by_kind, load_compose, nemgan_argv
 
 ENTRYPOINT = REPO / "docker" / "entrypoint.sh"
 HEALTHCHECK = REPO / "docker" / "healthcheck.py"
@@ -157,14 +157,7 @@ def test_compose_and_k8s_run_entrypoint_roles():
 
 def _cli(*args):
     """The `nemgan` console script as installed (pyproject's [project.scripts])."""
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # pragma: no cover
-        pytest.skip("python >= 3.11 needed to read pyproject.toml")
-    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
-    module, _, attr = scripts["nemgan"].partition(":")
-    code = f"import sys, {module} as m; sys.argv[0] = 'nemgan'; m.{attr}()"
-    return subprocess.run([sys.executable, "-c", code, *args], cwd=REPO, capture_output=True, text=True, timeout=120,
+    return subprocess.run([*nemgan_argv(), *args], cwd=REPO, capture_output=True, text=True, timeout=120,
                           env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"})
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 
-import pytest
 
 from deploy_helpers import (
     ADAPTER, COMPOSE_FILES, DASHBOARD, GRAFANA, PROM, RULES, adapter_exprs, adapter_rules, adapter_to_promql,
