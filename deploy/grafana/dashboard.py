@@ -103,7 +103,7 @@ ts("Latency p50 / p90 / p99", q("nemgan_request_duration_seconds", NOT_INFRA, ""
    desc="nemgan_request_duration_seconds over all API routes except health and metrics.")
 ts("p99 latency by route", [(f"histogram_quantile(0.99, sum by (le, route) (rate(nemgan_request_duration_seconds_bucket{{{NOT_INFRA}}}[{R}])))", "{{route}}")], unit="s")
 ts("Rejected requests by reason", [(f"sum by (reason) (rate(nemgan_rejected_requests_total[{R}]))", "{{reason}}")], unit="reqps",
-   desc="Load shed (queue full -> 503), draining, too large, unauthorised.")
+   desc="Refused requests: queue_full (503), shutting_down, too_large (413), broker_unavailable.")
 ts("Error ratio (5xx)", [(f'sum(rate(nemgan_requests_total{{status=~"5.."}}[{R}])) / sum(rate(nemgan_requests_total[{R}]))', "5xx / all")],
    unit="percentunit", desc="Alert NemganHighErrorRate fires above 5% for 5 minutes.")
 
