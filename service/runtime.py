@@ -48,6 +48,10 @@ class ModelRuntime:
         self.manifest: Manifest = load_manifest(self.dir)
         self.name, self.version = self.manifest.name, self.manifest.version
         self.spec = self.manifest.latent_spec()
+        # priors stored in float32 (e.g. after prior learning) can miss numpy's sum-to-1 tolerance in
+        # Generator.choice; renormalise in float64 once here.
+        p = np.asarray(self.spec.priors, np.float64)
+        self.spec.priors = p / p.sum()
         self.image = self.manifest.image
         self.mode_labels = self.manifest.mode_labels
         self.providers = pick_providers(settings.providers)

@@ -156,7 +156,9 @@ def test_embedded_mode_worker_end_to_end_with_kill(tmp_path, tiny_model_dir):
         assert not any(p.name != job["id"] for p in (tmp_path / "var" / "registry" / "tiny" / ".staging").iterdir()
                        if p.is_dir()) or True
         for _ in range(30):
-            if httpx.post(f"{srv.url}/v1/generate", json={"n": 1}).headers["x-nemgan-version"] == "2":
+            g = httpx.post(f"{srv.url}/v1/generate", json={"n": 1})
+            assert g.status_code == 200, g.text
+            if g.headers["x-nemgan-version"] == "2":
                 break
             time.sleep(0.2)
         else:
