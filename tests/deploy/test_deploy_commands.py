@@ -178,3 +178,27 @@ def test_healthcheck_script_fails_when_nothing_listens():
     r = subprocess.run([sys.executable, str(HEALTHCHECK), "http://127.0.0.1:9/v2/health/live"], env=env,
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 1 and "unhealthy" in r.stderr
+
+
+def test_build_context_builds_the_package(tmp_path):
+    """What the Dockerfiles copy (pyproject.toml, README.md, training/, service/) is enough to build the wheel they
+    install, and the wheel carries both packages and the console script."""
+    import shutil
+    import zipfile
+
+    pytest.importorskip("setuptools")
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    for rel in ("pyproject.toml", "README.md"):
+        if (REPO / rel).exists():
+            shutil.copy(REPO / rel, ctx / rel)
+    for rel in ("training", "service"):
+        shutil.copytree(REPO / rel, ctx / rel, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w",
+                        str(tmp_path / "dist"), str(ctx)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    (wheel,) = (tmp_path / "dist").glob("nemgan-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "service/cli.py" in names and "training/cli.py" in names
+    entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+    assert "nemgan = training.cli:app" in zipfile.ZipFile(wheel).read(entry_points).decode()
