@@ -31,6 +31,7 @@ class TrainConfig:
     eval_every: int = 500
     sample_every: int = 1000
     ckpt_every: int = 500
+    ema: float = 0.999  # decay of the exponential moving average of g and h that is evaluated and exported (0 = off)
     threads: int = 0  # torch intra-op threads; 0 = torch default
     dry_run: bool = False  # a few steps on fake data: the cheap smoke test
 

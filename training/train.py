@@ -12,6 +12,7 @@ A run folder holds options.json, stats.jsonl, samples/*.png (one row per mode), 
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -107,6 +108,13 @@ class Trainer:
         self.opt_g = torch.optim.Adam(list(m.g.parameters()) + latent_params, lr=cfg.lr_g, betas=betas)
         self.opt_h = torch.optim.Adam(m.h.parameters(), lr=cfg.lr_h, betas=betas)
         self.opt_a = torch.optim.Adam([m.latent.alpha], lr=cfg.prior_lr) if m.learns_priors else None
+        # An exponential moving average of g and h (as StyleGAN's G_ema): the raw weights oscillate as
+        # the adversarial game moves; the average is what gets evaluated, kept as best.pt and exported.
+        self.ema = m
+        if cfg.ema > 0:
+            self.ema = copy.deepcopy(m).eval()
+            for p in self.ema.parameters():
+                p.requires_grad_(False)
         self.it_real = BatchIterator(len(self.train_idx), cfg.batch_size, seed=cfg.seed)
         self.it_lab = BatchIterator(len(self.lab_idx), min(cfg.sup_batch, len(self.lab_idx)), seed=cfg.seed + 1) \
             if len(self.lab_idx) else None
@@ -126,7 +134,23 @@ class Trainer:
                 "elapsed": self.elapsed_before + time.time() - self.started}
 
     def save_last(self) -> None:
-        self.model.save(self.out / "last.pt", {"trainer": self.state()})
+        state = self.state()
+        if self.ema is not self.model:
+            state["ema"] = self.ema.state_dict()
+        self.model.save(self.out / "last.pt", {"trainer": state})
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        if self.ema is self.model:
+            return
+        d = self.cfg.ema
+        for net in ("g", "h"):
+            src, dst = getattr(self.model, net), getattr(self.ema, net)
+            for p_ema, p in zip(dst.parameters(), src.parameters()):
+                p_ema.lerp_(p, 1 - d)
+            for b_ema, b in zip(dst.buffers(), src.buffers()):
+                b_ema.copy_(b)  # batch-norm statistics follow the live model
+        self.ema.latent.load_state_dict(self.model.latent.state_dict())
 
     def resume(self) -> bool:
         p = self.out / "last.pt"
@@ -148,6 +172,8 @@ class Trainer:
         self.it_real.load_state_dict(t["it_real"])
         if self.it_lab and t["it_lab"]:
             self.it_lab.load_state_dict(t["it_lab"])
+        if "ema" in t and self.ema is not self.model:
+            self.ema.load_state_dict(t["ema"])
         self.gen.set_state(t["gen"])
         torch.set_rng_state(t["torch_rng"])
         self.elapsed_before = t.get("elapsed", 0.0)
@@ -226,17 +252,18 @@ class Trainer:
             loss_a.backward()
             self.opt_a.step()
             stats["loss_alpha"] = loss_a.item()
+        self.update_ema()
         return stats
 
     # ------------------------------------------------------------------ evaluation and samples
     def evaluate(self) -> dict[str, float]:
-        pred, _ = self.model.cluster(self.x_val.to(self.device))
+        pred, _ = self.ema.cluster(self.x_val.to(self.device))
         rep = clustering_report(self.y_val, pred)
         return {f"val_{k}": float(v) for k, v in rep.items() if k != "n_samples"}
 
     def save_samples(self, tag: str) -> Path:
         K, ncol = self.model.n_modes, 10
-        imgs = np.concatenate([self.model.generate(ncol, mode=k, sigma=1.0, seed=1234 + k)[0] for k in range(K)])
+        imgs = np.concatenate([self.ema.generate(ncol, mode=k, sigma=1.0, seed=1234 + k)[0] for k in range(K)])
         return save_grid(imgs, self.out / "samples" / f"{tag}.png", nrow=ncol)
 
     # ------------------------------------------------------------------ the loop
@@ -267,7 +294,7 @@ class Trainer:
                         row.update(self.evaluate())
                         if row["val_acc"] > self.best["acc"]:
                             self.best = {"acc": row["val_acc"], "step": self.step}
-                            self.model.save(self.out / "best.pt", {"best": self.best})
+                            self.ema.save(self.out / "best.pt", {"best": self.best})
                         row["best_val_acc"] = self.best["acc"]
                     stats_f.write(json.dumps(row) + "\n")
                     stats_f.flush()

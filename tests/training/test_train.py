@@ -125,3 +125,15 @@ def test_losses_known_values():
     p = torch.tensor([0.7, 0.3])
     assert torch.isclose(L.prior_kl(p, torch.log(p)), torch.tensor(0.0), atol=1e-6)
     assert torch.isclose(L.prior_l1(p, torch.tensor([0.5, 0.5])), torch.tensor(0.4))
+
+
+def test_ema_tracks_the_live_weights_and_is_exported(tmp_path):
+    cfg = TrainConfig(out_dir=str(tmp_path), dry_run=True, ema=0.5)
+    t = Trainer(cfg, progress=False)
+    g0 = [p.clone() for p in t.ema.g.parameters()]
+    t.train_step()
+    for p0, pe, p in zip(g0, t.ema.g.parameters(), t.model.g.parameters()):
+        assert torch.allclose(pe, 0.5 * p0 + 0.5 * p, atol=1e-6)
+    assert all(p.requires_grad for p in t.model.g.parameters())
+    off = Trainer(TrainConfig(out_dir=str(tmp_path / "off"), dry_run=True, ema=0.0), progress=False)
+    assert off.ema is off.model and all(p.requires_grad for p in off.model.h.parameters())
