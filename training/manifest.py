@@ -112,7 +112,10 @@ def sample_latents(spec: LatentSpec, n: int, mode: int | None = None, sigma: flo
         raise ValueError(f"sigma must be a finite number >= 0, got {sigma!r}")
     rng = np.random.default_rng(seed)
     if mode is None:
-        modes = rng.choice(spec.n_modes, size=n, p=spec.priors)
+        # Renormalise in float64: priors that went through float32 (softmax of alpha) can miss 1 by
+        # more than numpy's choice() tolerates.
+        p = np.asarray(spec.priors, np.float64)
+        modes = rng.choice(spec.n_modes, size=n, p=p / p.sum())
     else:
         if not 0 <= int(mode) < spec.n_modes:
             raise ValueError(f"mode {mode} out of range 0..{spec.n_modes - 1}")

@@ -79,7 +79,8 @@ def fit_alpha(p_hat: np.ndarray, init_priors: np.ndarray, method: str = "kl", st
         loss.backward()
         opt.step()
         hist.append(loss.item())
-    return torch.softmax(alpha.detach(), 0).numpy(), hist
+    p = torch.softmax(alpha.detach(), 0).numpy().astype(np.float64)
+    return p / p.sum(), hist
 
 
 def learn_priors(model: NemganModel, x_labeled: np.ndarray, y_labeled: np.ndarray, x_unlabeled: np.ndarray,

@@ -103,3 +103,11 @@ def test_set_priors_and_bad_arguments():
             sample_latents(spec, 3, sigma=bad)
     with pytest.raises(ValueError):
         sample_latents(spec, 3, mode=3)
+
+
+def test_priors_slightly_off_one_still_sample():
+    """float32 softmax output can miss 1 by ~1e-7; sampling must still work (choice() is strict)."""
+    p = np.array([0.9, 0.1], np.float32).astype(np.float64) + 3e-7
+    spec = LatentSpec("nemgan", np.eye(2, 4), np.full((2, 4), 0.3), p, "uniform").validate()
+    _, modes = sample_latents(spec, 1000, seed=0)
+    assert set(np.unique(modes)) <= {0, 1}
