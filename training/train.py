@@ -143,13 +143,19 @@ class Trainer:
     def update_ema(self) -> None:
         if self.ema is self.model:
             return
-        d = self.cfg.ema
+        # Warm-up (as TF / timm): early on the average would be dominated by the random init.
+        d = min(self.cfg.ema, (1 + self.step) / (10 + self.step))
         for net in ("g", "h"):
             src, dst = getattr(self.model, net), getattr(self.ema, net)
             for p_ema, p in zip(dst.parameters(), src.parameters()):
                 p_ema.lerp_(p, 1 - d)
+            # Batch-norm running statistics are averaged the same way, so that they stay consistent
+            # with the averaged weights (copying the live ones made the EMA model predict one class).
             for b_ema, b in zip(dst.buffers(), src.buffers()):
-                b_ema.copy_(b)  # batch-norm statistics follow the live model
+                if b.dtype.is_floating_point:
+                    b_ema.lerp_(b, 1 - d)
+                else:
+                    b_ema.copy_(b)
         self.ema.latent.load_state_dict(self.model.latent.state_dict())
 
     def resume(self) -> bool:
@@ -259,7 +265,11 @@ class Trainer:
     def evaluate(self) -> dict[str, float]:
         pred, _ = self.ema.cluster(self.x_val.to(self.device))
         rep = clustering_report(self.y_val, pred)
-        return {f"val_{k}": float(v) for k, v in rep.items() if k != "n_samples"}
+        out = {f"val_{k}": float(v) for k, v in rep.items() if k != "n_samples"}
+        if self.ema is not self.model:  # the live weights too: shows what the average buys
+            live, _ = self.model.cluster(self.x_val.to(self.device))
+            out["val_acc_live"] = float(clustering_report(self.y_val, live)["acc"])
+        return out
 
     def save_samples(self, tag: str) -> Path:
         K, ncol = self.model.n_modes, 10

@@ -130,6 +130,7 @@ def test_losses_known_values():
 def test_ema_tracks_the_live_weights_and_is_exported(tmp_path):
     cfg = TrainConfig(out_dir=str(tmp_path), dry_run=True, ema=0.5)
     t = Trainer(cfg, progress=False)
+    t.step = 100  # past the warm-up: decay = 0.5
     g0 = [p.clone() for p in t.ema.g.parameters()]
     t.train_step()
     for p0, pe, p in zip(g0, t.ema.g.parameters(), t.model.g.parameters()):
