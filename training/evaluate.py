@@ -35,7 +35,8 @@ def load_any(path: str | Path) -> NemganModel:
 def evaluate(model: NemganModel, metrics: list[str] | tuple[str, ...] = DEFAULT_METRICS, split: str = "test",
              data_root: str | None = None, cache_dir: str | Path = "runs/.cache", num_gen: int = 10000,
              algorithm2: bool = False, max_samples: int | None = None, seed: int = 0,
-             classifier_steps: int = 2000) -> dict[str, Any]:
+             classifier_steps: int = 2000, sigmas: list[float] | None = None,
+             algorithm2_samples_per_mode: int = 1000, algorithm2_steps: int = 1000) -> dict[str, Any]:
     cfg: TrainConfig = model.cfg
     model.eval()
     test = load_training_data(TrainConfig.from_dict({**cfg.to_dict(), "data_root": data_root or cfg.data_root}), split)
@@ -62,9 +63,10 @@ def evaluate(model: NemganModel, metrics: list[str] | tuple[str, ...] = DEFAULT_
                         n_modes=model.n_modes, classifier=clf, learned_priors=model.latent.priors().detach().numpy(),
                         true_priors=test.priors if test.y is not None else None,
                         x_train=train.x if train is not None else None, num_gen=num_gen, seed=seed,
-                        n_classes=test.n_classes)
+                        n_classes=test.n_classes, **({"sigmas": list(sigmas)} if sigmas else {}))
     out: dict[str, Any] = {"split": split, "n_samples": int(len(test.x)), **compute_metrics(list(metrics), ctx)}
     if algorithm2:
-        pred = cluster_generated_classifier(model, test.x, seed=seed)
+        pred = cluster_generated_classifier(model, test.x, samples_per_mode=algorithm2_samples_per_mode,
+                                            steps=algorithm2_steps, seed=seed)
         out["cluster_algorithm2"] = clustering_report(test.y, pred)
     return out

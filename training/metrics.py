@@ -511,10 +511,18 @@ def _quality_diversity(ctx: MetricContext) -> dict:
 
     _, train_f = ctx.real_predictions("train")
     out = {}
+    # The thesis leaves alpha a free constant; with 128-d classifier features exp(d) is huge and every
+    # q is ~0. Calibrate alpha so that a real held-out image scores 0.5: log(alpha) = median real
+    # nearest-neighbour distance. Scores stay comparable across sigmas and models of one data set.
+    alpha = 1.0
+    if ctx.x_test is not None:
+        _, test_f = ctx.real_predictions("test")
+        alpha = float(np.exp(np.median(nearest_neighbor_distance(test_f[:2000], train_f))))
+        out["quality_alpha"] = alpha
     for sigma in ctx.sigmas:
         x_gen, _ = ctx.generate_n(ctx.num_gen, None, float(sigma), ctx.seed)
         labels, gen_f = predict(ctx.classifier, x_gen)
-        q = quality_score(gen_f, train_f)
+        q = quality_score(gen_f, train_f, alpha=alpha)
         d = diversity_score(x_gen, labels, ctx.num_classes(), seed=ctx.seed)["diversity"]
         out[f"quality@{sigma:g}"] = q
         out[f"diversity@{sigma:g}"] = d

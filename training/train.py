@@ -30,6 +30,12 @@ from .metrics import clustering_report
 from .model import NemganModel
 
 
+# Options that do not change what is trained: they may differ when a run is resumed (moved folder,
+# more steps, other thread count or device, other logging cadence).
+RUN_ONLY_OPTIONS = frozenset({"out_dir", "steps", "threads", "device", "log_every", "eval_every",
+                              "sample_every", "ckpt_every"})
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -163,10 +169,13 @@ class Trainer:
         if not p.is_file():
             return False
         ckpt = torch.load(p, map_location=self.device, weights_only=False)
-        old = {k: v for k, v in ckpt["config"].items() if k != "steps"}
-        if old != {k: v for k, v in self.cfg.to_dict().items() if k != "steps"}:
-            raise ValueError(f"{p} was written with different options; use a new --out or the same options "
-                             "(only --steps may change on resume)")
+        def model_options(d: dict) -> dict:
+            return {k: v for k, v in d.items() if k not in RUN_ONLY_OPTIONS}
+
+        if model_options(ckpt["config"]) != model_options(self.cfg.to_dict()):
+            diff = sorted(k for k, v in model_options(self.cfg.to_dict()).items() if ckpt["config"].get(k) != v)
+            raise ValueError(f"{p} was written with different options ({', '.join(diff)}); use a new --out "
+                             f"or the same options (only {', '.join(sorted(RUN_ONLY_OPTIONS))} may change on resume)")
         self.model.load_state_dict(ckpt["model"])
         t = ckpt["trainer"]
         self.step, self.best = t["step"], t["best"]

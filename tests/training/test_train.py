@@ -138,3 +138,13 @@ def test_ema_tracks_the_live_weights_and_is_exported(tmp_path):
     assert all(p.requires_grad for p in t.model.g.parameters())
     off = Trainer(TrainConfig(out_dir=str(tmp_path / "off"), dry_run=True, ema=0.0), progress=False)
     assert off.ema is off.model and all(p.requires_grad for p in off.model.h.parameters())
+
+
+def test_resume_accepts_run_only_changes(tmp_path):
+    train(TrainConfig(out_dir=str(tmp_path / "a"), dry_run=True), progress=False)
+    import shutil
+
+    shutil.move(tmp_path / "a", tmp_path / "moved")
+    t = Trainer(TrainConfig(out_dir=str(tmp_path / "moved"), dry_run=True, steps=5, threads=1, val_samples=32),
+                progress=False)
+    assert t.resume() and t.step == 3
