@@ -78,6 +78,10 @@ class TrainConfig:
     latent_norm: str = "l1"  # l1 (paper) | l2 (authors' code)
     mode_weight: float = 1.0
     mode_loss: str = "ce"  # ce per sample | kl between batch-mean prediction and priors
+    # From which step the mode loss also trains h (before it, and always with -1, it shapes only g,
+    # through a frozen copy of h). With labels this matters: if h learns g's modes before the labels
+    # have shaped it, g's mode k can settle on another digit and h then has to serve two masters.
+    h_mode_start: int = 0
     supervised_mmgan: bool = False  # MM-GAN supervised variant: K-output discriminator, eq. (2.5)-(2.6)
 
     # paper 003 ablation switches

@@ -234,6 +234,10 @@ class Trainer:
             loss_adv = L.g_loss_wgan(d_fake) if cfg.gan_loss == "wgan-gp" else L.g_loss_gan(d_fake)
         # C2-bar ablation: h still learns to invert g, but its losses do not reach g.
         z_hat, logits = m.h(x if cfg.c2 else x.detach())
+        if cfg.c2 and not (0 <= cfg.h_mode_start <= self.step):
+            # The mode loss reaches g through h's current weights without updating them.
+            frozen = {k: v.detach() for k, v in m.h.named_parameters()}
+            _, logits = torch.func.functional_call(m.h, (frozen, dict(m.h.named_buffers())), (x,))
         loss_lat = L.latent_loss(z, z_hat, cfg.latent_norm)
         if cfg.mode_loss == "ce":
             loss_mode = L.mode_loss_ce(logits, modes)

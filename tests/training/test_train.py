@@ -148,3 +148,17 @@ def test_resume_accepts_run_only_changes(tmp_path):
     t = Trainer(TrainConfig(out_dir=str(tmp_path / "moved"), dry_run=True, steps=5, threads=1, val_samples=32),
                 progress=False)
     assert t.resume() and t.step == 3
+
+
+def test_mode_loss_through_frozen_h_trains_g_not_h(tmp_path):
+    cfg = TrainConfig(out_dir=str(tmp_path), dry_run=True, h_mode_start=-1, latent_weight=0.0)
+    t = Trainer(cfg, progress=False)
+    m = t.model
+    z, modes = m.latent.sample(8)
+    x = m.g(z)
+    frozen = {k: v.detach() for k, v in m.h.named_parameters()}
+    _, logits = torch.func.functional_call(m.h, (frozen, dict(m.h.named_buffers())), (x,))
+    L.mode_loss_ce(logits, modes).backward()
+    assert all(p.grad is None for p in m.h.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.g.parameters())
+    t.train_step()  # the full step runs with the switch
