@@ -14,6 +14,7 @@ from fastapi import FastAPI
 
 from . import errors
 from . import metrics as M
+from .fastpath import FastPath
 from .jobs.store import JobStore
 from .middleware import BodyLimitMiddleware, MetricsMiddleware
 from .registry import Registry
@@ -75,9 +76,22 @@ async def lifespan(app: FastAPI):
         M.JOBS.store = None
 
 
+class NemganApp(FastAPI):
+    """FastAPI, with the hot inference routes answered by `service.fastpath` before the router."""
+
+    fast_routes: dict = {}
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            handler = self.fast_routes.get(scope["path"])
+            if handler is not None:
+                return await handler(scope, receive, send)
+        await super().__call__(scope, receive, send)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     s = settings or Settings()
-    app = FastAPI(title="nemgan", version="1", description=DESCRIPTION, lifespan=lifespan)
+    app = NemganApp(title="nemgan", version="1", description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = s
     app.state.draining = False
     app.state.started_at = time.time()
@@ -102,4 +116,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, default_cap=s.max_upload_bytes,
                        caps={"/v1/priors/learn": s.max_job_upload_bytes})
     app.add_middleware(MetricsMiddleware)
+    if s.fast_path:
+        app.fast_routes = FastPath(app, super(NemganApp, app).__call__).routes
     return app

@@ -5,10 +5,12 @@ Concurrent `submit(x)` calls (x: an array whose first axis is the batch) are mer
 slice of the output back (a view, no copy). Knobs: `max_batch` rows per call, `max_wait` seconds a
 request may wait for others, `max_queue` queued requests before `QueueFull` (-> 503 Retry-After).
 
-Batching is greedy: everything queued while the previous call ran is taken at once; only when that is
-less than `max_batch` rows does the loop wait (at most `max_wait`) for more, so an idle service adds
-no more than `max_wait` of latency. `enabled=False` runs each request on its own (same queue bound)
-for the benchmark comparison.
+Batching is greedy: everything queued while the previous call ran is taken at once (up to `max_batch`
+rows). `workers` batches may run at once (a new one forms while one computes). When a batch is short of
+`max_batch` and the queue is empty, the loop waits (at most `max_wait`) for more rows only while another
+batch is running (`adaptive`, the default): under load that fills batches, and an idle service adds no
+latency at all; `adaptive=False` always waits. `enabled=False` runs each request on its own (same queue
+bound) for the benchmark comparison.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class _Item:
 class Batcher:
     def __init__(self, fn: Callable[[np.ndarray], np.ndarray], max_batch: int = 256, max_wait: float = 0.002,
                  max_queue: int = 512, enabled: bool = True, executor: Executor | None = None,
+                 workers: int = 1, adaptive: bool = True,
                  on_batch: Callable[[int, float], None] | None = None,
                  on_wait: Callable[[float], None] | None = None,
                  on_depth: Callable[[int], None] | None = None):
@@ -49,12 +52,18 @@ class Batcher:
         self.max_wait = float(max_wait)
         self.max_queue = int(max_queue)
         self.enabled = enabled
+        self.workers = max(1, int(workers))
+        self.adaptive = adaptive
         self._own_executor = executor is None
-        self.executor = executor or ThreadPoolExecutor(max_workers=1 if enabled else 4, thread_name_prefix="batcher")
+        self.executor = executor or ThreadPoolExecutor(max_workers=self.workers if enabled else 4,
+                                                       thread_name_prefix="batcher")
         self.on_batch, self.on_wait, self.on_depth = on_batch, on_wait, on_depth
         self._queue: deque[_Item] = deque()
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
+        self._tasks: set[asyncio.Task] = set()  # batches running
+        self._running = 0
+        self._slot_free: asyncio.Event | None = None
         self._inflight = 0  # requests accepted and not yet answered
         self._idle: asyncio.Event | None = None
         self._closed = False
@@ -110,6 +119,8 @@ class Batcher:
             except (asyncio.CancelledError, Exception):
                 pass
             self._task = None
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout)
         for item in self._queue:
             if not item.fut.done():
                 item.fut.set_exception(BatcherClosed("batcher closed"))
@@ -121,6 +132,7 @@ class Batcher:
     def _ensure_started(self) -> None:
         if self._wakeup is None:
             self._wakeup = asyncio.Event()
+            self._slot_free = asyncio.Event()
             self._idle = asyncio.Event()
             self._idle.set()
         if self.enabled and (self._task is None or self._task.done()):
@@ -153,9 +165,13 @@ class Batcher:
             if not self._queue:
                 self._wakeup.clear()
                 await self._wakeup.wait()
+            while self._running >= self.workers:  # every worker busy: let the queue grow into the next batch
+                self._slot_free.clear()
+                await self._slot_free.wait()
             batch: list[_Item] = []
             rows = self._take(batch, 0)
-            if rows < self.max_batch and self.max_wait > 0 and not self._queue:
+            # Wait for more rows only under load (another batch running): an idle service flushes at once.
+            if rows < self.max_batch and self.max_wait > 0 and not self._queue and (self._running or not self.adaptive):
                 deadline = loop.time() + self.max_wait
                 while rows < self.max_batch and not self._queue:
                     left = deadline - loop.time()
@@ -170,21 +186,32 @@ class Batcher:
             self._depth_changed()
             if not batch:
                 continue
+            self._running += 1
+            task = loop.create_task(self._run_batch(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _run_batch(self, batch: list[_Item]) -> None:
+        try:
             now = time.perf_counter()
             if self.on_wait:
                 for item in batch:
                     self.on_wait(now - item.t0)
             xs = batch[0].x if len(batch) == 1 else np.concatenate([i.x for i in batch])
             try:
-                out = await loop.run_in_executor(self.executor, self._call, xs)
+                out = await asyncio.get_running_loop().run_in_executor(self.executor, self._call, xs)
             except Exception as e:  # every caller of this batch gets the error
                 for item in batch:
                     if not item.fut.done():
                         item.fut.set_exception(e)
-                continue
+                return
             off = 0
             for item in batch:
                 n = len(item.x)
                 if not item.fut.done():
-                    item.fut.set_result(out[off:off + n])
+                    item.fut.set_result(tuple(o[off:off + n] for o in out) if isinstance(out, tuple)
+                                        else out[off:off + n])
                 off += n
+        finally:
+            self._running -= 1
+            self._slot_free.set()

@@ -15,19 +15,19 @@ from .runtime import ModelPool
 from .settings import Settings
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_pool(request: Request) -> ModelPool:
+async def get_pool(request: Request) -> ModelPool:
     return request.app.state.pool
 
 
-def get_registry(request: Request) -> Registry:
+async def get_registry(request: Request) -> Registry:
     return request.app.state.registry
 
 
-def get_jobs(request: Request) -> JobStore:
+async def get_jobs(request: Request) -> JobStore:
     return request.app.state.jobs
 
 

@@ -40,10 +40,31 @@ def _clean_validation(errors) -> list[dict]:
     return out
 
 
-def install(app: FastAPI, retry_after_s: int = 1) -> None:
-    @app.exception_handler(ApiError)
-    async def _api(request: Request, exc: ApiError):
+def known_error_response(exc: BaseException, retry_after_s: int = 1) -> Response | None:
+    """The response for the errors the service raises on purpose (None for anything else).
+
+    Shared by the exception handlers below and the hot-path ASGI handlers (service/fastpath.py)."""
+    if isinstance(exc, ApiError):
         return error_response(exc.status, exc.message, exc.detail, exc.headers)
+    if isinstance(exc, StarletteHTTPException):
+        return error_response(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+    if isinstance(exc, RegistryError):
+        return error_response(404, str(exc.args[0] if exc.args else exc))
+    if isinstance(exc, QueueFull):
+        M.REJECTED.labels("queue_full").inc()
+        return error_response(503, "server busy: " + str(exc), headers={"Retry-After": str(retry_after_s)})
+    if isinstance(exc, BatcherClosed):
+        M.REJECTED.labels("shutting_down").inc()
+        return error_response(503, "server is shutting down", headers={"Retry-After": str(retry_after_s)})
+    return None
+
+
+def install(app: FastAPI, retry_after_s: int = 1) -> None:
+    async def _known(request: Request, exc: Exception):
+        return known_error_response(exc, retry_after_s)
+
+    for cls in (ApiError, StarletteHTTPException, RegistryError, QueueFull, BatcherClosed):
+        app.add_exception_handler(cls, _known)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):
@@ -51,24 +72,6 @@ def install(app: FastAPI, retry_after_s: int = 1) -> None:
         first = errs[0] if errs else {"loc": [], "msg": "invalid request"}
         where = ".".join(p for p in first["loc"] if p not in ("body", "query"))
         return error_response(422, f"{where}: {first['msg']}" if where else first["msg"], errs)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException):
-        return error_response(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
-
-    @app.exception_handler(RegistryError)
-    async def _registry(request: Request, exc: RegistryError):
-        return error_response(404, str(exc.args[0] if exc.args else exc))
-
-    @app.exception_handler(QueueFull)
-    async def _full(request: Request, exc: QueueFull):
-        M.REJECTED.labels("queue_full").inc()
-        return error_response(503, "server busy: " + str(exc), headers={"Retry-After": str(retry_after_s)})
-
-    @app.exception_handler(BatcherClosed)
-    async def _closed(request: Request, exc: BatcherClosed):
-        M.REJECTED.labels("shutting_down").inc()
-        return error_response(503, "server is shutting down", headers={"Retry-After": str(retry_after_s)})
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception):

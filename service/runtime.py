@@ -1,7 +1,8 @@
 """ONNX Runtime sessions per model version, their batchers, and the pool that hot-swaps versions.
 
-Torch-free (this is the request path). A `ModelRuntime` owns the g/h1/h2 sessions of one version and
-one `Batcher` per network. The `ModelPool` keeps the active runtime of every model name plus a few
+Torch-free (this is the request path). A `ModelRuntime` owns the ONNX sessions of one version and
+one `Batcher` per network: "g" (z -> x) and "h" (x -> z, logits), the latter one call of the fused
+h.onnx when the manifest lists it, else two hops h1 -> h2 (model directories exported before h.onnx). The `ModelPool` keeps the active runtime of every model name plus a few
 other loaded versions; `refresh()` (polled) loads a newly active version beside the old one, swaps the
 reference, and closes the old runtime once its in-flight requests are done.
 """
@@ -12,12 +13,11 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import numpy as np
 
-from training.manifest import ONNX_IO, Manifest, load_manifest
+from training.manifest import ONNX_FUSED_IO, ONNX_IO, Manifest, load_manifest
 
 from . import metrics as M
 from .batcher import Batcher
@@ -61,26 +61,55 @@ class ModelRuntime:
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.sessions = {net: ort.InferenceSession(str(self.manifest.onnx_path(net)), so, providers=self.providers)
-                         for net in ONNX_IO}
+        # Spinning intra-op threads burn the cores the event loop and the decoders need between calls.
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if settings.ort_spinning else "0")
+        self._so = so
+        self.fused = self.manifest.has_onnx("h")
+        self.sessions = {}
+        for net in (("g", "h") if self.fused else ONNX_IO):
+            self.session(net)
         self.settings = settings
         self.batchers: dict[str, Batcher] = {}
+        self.headers = {"X-Nemgan-Model": self.name, "X-Nemgan-Version": self.version}
+        self._clustered = M.IMAGES_CLUSTERED.labels(self.name)
+        self._generated = M.IMAGES_GENERATED.labels(self.name)
         self.inflight = 0
         self._idle = asyncio.Event()
         self._idle.set()
         self.retired = False
 
-    def run(self, net: str, x: np.ndarray) -> np.ndarray:
-        """Synchronous ONNX call (used by the batcher thread, warm-up and the benchmark)."""
-        return self.sessions[net].run(None, {ONNX_IO[net]["inputs"][0]: x})[0]
+    def session(self, net: str):
+        """The ONNX session of `net` (g, h1, h2, or the fused h), opened on first use."""
+        s = self.sessions.get(net)
+        if s is None:
+            import onnxruntime as ort
+
+            s = self.sessions[net] = ort.InferenceSession(str(self.manifest.onnx_path(net)), self._so,
+                                                          providers=self.providers)
+        return s
+
+    def run(self, net: str, x: np.ndarray):
+        """Synchronous ONNX call (used by the batcher thread, warm-up and the benchmark).
+
+        "h" returns the tuple (z, logits); the other networks their one output."""
+        if net == "h":
+            return self.run_h(x)
+        return self.session(net).run(None, {ONNX_IO[net]["inputs"][0]: x})[0]
+
+    def run_h(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """x -> (z, logits): one call of the fused graph, or h1 then h2."""
+        if self.fused:
+            io = ONNX_FUSED_IO["h"]
+            z, logits = self.sessions["h"].run(io["outputs"], {io["inputs"][0]: x})
+            return z, logits
+        z = self.run("h1", x)
+        return z, self.run("h2", z)
 
     def warmup(self) -> None:
         c, h, w = self.image.channels, self.image.height, self.image.width
         for n in (1, min(64, self.settings.max_batch_size)):
-            z = np.zeros((n, self.spec.dim), np.float32)
-            self.run("g", z)
-            self.run("h2", z)
-            self.run("h1", np.zeros((n, c, h, w), np.float32))
+            self.run("g", np.zeros((n, self.spec.dim), np.float32))
+            self.run_h(np.zeros((n, c, h, w), np.float32))
 
     def batcher(self, net: str) -> Batcher:
         b = self.batchers.get(net)
@@ -93,24 +122,25 @@ class ModelRuntime:
                 M.INFERENCE_DURATION.labels(*labels).observe(dt)
 
             b = Batcher(lambda x, net=net: self.run(net, x), max_batch=s.max_batch_size, max_wait=s.max_wait_ms / 1000,
-                        max_queue=s.max_queue, enabled=s.batching, on_batch=on_batch,
+                        max_queue=s.max_queue, enabled=s.batching, on_batch=on_batch, workers=s.batch_workers,
+                        adaptive=s.adaptive_wait,
                         on_wait=M.QUEUE_WAIT.labels(*labels).observe, on_depth=M.QUEUE_DEPTH.labels(*labels).set)
             self.batchers[net] = b
         return b
 
-    async def infer(self, net: str, x: np.ndarray) -> np.ndarray:
+    async def infer(self, net: str, x: np.ndarray):
+        """Batched `run(net, x)`: "g" -> images, "h" -> (z, logits), "h1"/"h2" -> their output."""
         return await self.batcher(net).submit(x)
 
-    @asynccontextmanager
-    async def lease(self):
-        self.inflight += 1
-        self._idle.clear()
-        try:
-            yield self
-        finally:
-            self.inflight -= 1
-            if self.inflight == 0:
-                self._idle.set()
+    def count_clustered(self, n: int) -> None:
+        self._clustered.inc(n)
+
+    def count_generated(self, n: int) -> None:
+        self._generated.inc(n)
+
+    def lease(self) -> "_Lease":
+        """`async with rt.lease():` marks a request in flight on this runtime (close() waits for them)."""
+        return _Lease(self)
 
     async def close(self, timeout: float | None = None) -> None:
         self.retired = True
@@ -122,6 +152,25 @@ class ModelRuntime:
             await b.close(timeout)
         self.batchers.clear()
         self.sessions.clear()
+
+
+class _Lease:
+    __slots__ = ("rt",)
+
+    def __init__(self, rt: ModelRuntime):
+        self.rt = rt
+
+    async def __aenter__(self) -> ModelRuntime:
+        rt = self.rt
+        rt.inflight += 1
+        rt._idle.clear()
+        return rt
+
+    async def __aexit__(self, *exc) -> None:
+        rt = self.rt
+        rt.inflight -= 1
+        if rt.inflight == 0:
+            rt._idle.set()
 
 
 class ModelPool:
@@ -138,6 +187,8 @@ class ModelPool:
     def default_name(self) -> str | None:
         if self.settings.default_model and self.settings.default_model in self.active:
             return self.settings.default_model
+        if len(self.active) == 1:
+            return next(iter(self.active))
         return next(iter(sorted(self.active)), None)
 
     def _load(self, name: str, version: str) -> ModelRuntime:

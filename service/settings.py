@@ -45,12 +45,20 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(32 * 1024 * 1024, ge=1, description="Cap on request bodies (413 above).")
     max_job_upload_bytes: int = Field(256 * 1024 * 1024, ge=1, description="Cap on /v1/priors/learn bodies.")
     batching: bool = Field(True, description="Dynamic batching on/off.")
+    fast_path: bool = Field(True, description="Serve /v1/cluster and /v1/generate by the pure-ASGI handlers "
+                                              "(service/fastpath.py) instead of FastAPI's router.")
     max_batch_size: int = Field(256, ge=1, description="Largest merged batch (rows).")
     max_wait_ms: float = Field(2.0, ge=0, description="Longest a request waits for others to join its batch.")
+    adaptive_wait: bool = Field(True, description="Wait max_wait_ms only while another batch is running (an idle "
+                                                  "service flushes at once); false: always wait.")
+    batch_workers: int = Field(2, ge=1, description="Batches of one network that may run at once (one computes "
+                                                    "while the next forms).")
     max_queue: int = Field(512, ge=1, description="Queued requests per model+network before 503.")
     retry_after_s: int = Field(1, ge=0)
     providers: Literal["auto", "cpu", "cuda"] = Field("auto", description="ONNX Runtime execution provider.")
     intra_op_threads: int = Field(0, ge=0, description="ORT intra-op threads; 0 = ORT default.")
+    ort_spinning: bool = Field(False, description="Let ORT intra-op threads spin between calls (off: they "
+                                                  "would take CPU from the event loop and the decoders).")
     warmup: bool = True
     poll_interval_s: float = Field(2.0, gt=0, description="How often replicas poll the active pointer.")
     max_loaded_versions: int = Field(4, ge=1, description="Loaded non-active versions kept per process.")

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .manifest import ONNX_IO, ImageSpec, load_manifest, write_manifest
+from .manifest import ONNX_FUSED_IO, ONNX_IO, ImageSpec, load_manifest, write_manifest
 from .model import NemganModel
 
 # float32 through different kernels (oneDNN via ORT vs ATen): differences are ~1e-6; 1e-4 leaves
@@ -30,6 +30,12 @@ OPSET = 17
 def _modules(model: NemganModel) -> dict[str, tuple[torch.nn.Module, tuple[int, ...]]]:
     c, h, w = model.image_shape
     return {"g": (model.g, (model.cfg.latent_dim,)), "h1": (model.h.h1, (c, h, w)), "h2": (model.h.h2, (model.cfg.latent_dim,))}
+
+
+def _fused(model: NemganModel) -> dict[str, tuple[torch.nn.Module, tuple[int, ...]]]:
+    """Fused graphs (ONNX only): "h" is the Inverter itself, x -> (z, logits) = (h1(x), h2(h1(x)))."""
+    c, h, w = model.image_shape
+    return {"h": (model.h, (c, h, w))}
 
 
 def _example(net: str, shape: tuple[int, ...], n: int, gen: torch.Generator) -> torch.Tensor:
@@ -53,6 +59,16 @@ def check_parity(model_dir: str | Path, model: NemganModel, n: int = 64, seed: i
         sess = ort.InferenceSession(str(Path(model_dir) / f"{net}.onnx"), providers=["CPUExecutionProvider"])
         onx = sess.run(None, {ONNX_IO[net]["inputs"][0]: x.numpy()})[0]
         out[net] = {"onnx_max_abs_err": float(np.abs(onx - ref).max()), "torchscript_max_abs_err": float(np.abs(ts - ref).max())}
+    for net, (mod, shape) in _fused(model).items():
+        path = Path(model_dir) / f"{net}.onnx"
+        if not path.is_file():  # model directories exported before the fused graph existed
+            continue
+        x = _example("h1", shape, n, gen)
+        with torch.no_grad():
+            refs = [r.numpy() for r in mod(x)]
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        outs = sess.run(ONNX_FUSED_IO[net]["outputs"], {ONNX_FUSED_IO[net]["inputs"][0]: x.numpy()})
+        out[net] = {"onnx_max_abs_err": max(float(np.abs(o - r).max()) for o, r in zip(outs, refs))}
     return out
 
 
@@ -81,6 +97,14 @@ def export_model(model: NemganModel, out_dir: str | Path, name: str, version: st
                 torch.onnx.export(mod, (x,), str(tmp / f"{net}.onnx"), input_names=io["inputs"],
                                   output_names=io["outputs"], opset_version=OPSET, dynamo=False,
                                   dynamic_axes={io["inputs"][0]: {0: "batch"}, io["outputs"][0]: {0: "batch"}})
+        for net, (mod, shape) in _fused(model).items():
+            x = _example("h1", shape, 4, gen)
+            io = ONNX_FUSED_IO[net]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(mod, (x,), str(tmp / f"{net}.onnx"), input_names=io["inputs"],
+                                  output_names=io["outputs"], opset_version=OPSET, dynamo=False,
+                                  dynamic_axes={k: {0: "batch"} for k in (*io["inputs"], *io["outputs"])})
         spec = model.latent.spec()
         spec.save(tmp / "latent.npz")
         # Weights without the discriminator (not needed to serve or to retrain h): keeps the directory small.
@@ -108,7 +132,10 @@ def export_model(model: NemganModel, out_dir: str | Path, name: str, version: st
             "image": ImageSpec(c, h, w).to_dict(),
             "onnx": {net: {"file": f"{net}.onnx", **ONNX_IO[net], "opset": OPSET,
                            "note": "h2 outputs logits; probabilities = softmax(logits)" if net == "h2" else None}
-                     for net in ONNX_IO},
+                     for net in ONNX_IO}
+                    | {net: {"file": f"{net}.onnx", **ONNX_FUSED_IO[net], "opset": OPSET,
+                             "note": "h2 . h1 fused: z = h1(x), logits = h2(z); probabilities = softmax(logits)"}
+                       for net in ONNX_FUSED_IO},
             "torchscript": {net: f"{net}.ts" for net in ONNX_IO},
             "checkpoint": "checkpoint.pt",
             "parity": {"atol": atol, "batch": 64, **parity},

@@ -7,6 +7,7 @@ A model directory written by `nemgan export` holds:
 
     manifest.json      this contract (see `Manifest` below for the fields)
     g.onnx  h1.onnx  h2.onnx      ONNX graphs, dynamic batch axis
+    h.onnx             optional (newer exports): h2 . h1 fused in one graph, x -> (z, logits)
     g.ts    h1.ts    h2.ts        TorchScript modules (torch.jit.load)
     latent.npz         centres [K,D], scales [K,D], priors [K] (float64)
     checkpoint.pt      eager weights + TrainConfig, so h can be retrained (prior learning)
@@ -42,6 +43,12 @@ ONNX_IO = {
     "g": {"inputs": ["z"], "outputs": ["x"]},
     "h1": {"inputs": ["x"], "outputs": ["z"]},
     "h2": {"inputs": ["z"], "outputs": ["logits"]},
+}
+
+# Optional fused graphs (manifest `onnx.<net>` when present; older model directories lack them).
+# "h": h2 . h1 in one graph, x -> z (= h1(x)) and logits (= h2(z)): one ONNX call to cluster.
+ONNX_FUSED_IO = {
+    "h": {"inputs": ["x"], "outputs": ["z", "logits"]},
 }
 
 
@@ -271,6 +278,10 @@ class Manifest:
 
     def onnx_path(self, net: str) -> Path:
         return self.root / self.data["onnx"][net]["file"]
+
+    def has_onnx(self, net: str) -> bool:
+        """Whether the manifest lists an ONNX graph for `net` (e.g. the optional fused "h")."""
+        return net in self.data.get("onnx", {})
 
     def latent_spec(self) -> LatentSpec:
         return LatentSpec.load(self.root / self.data["latent"]["file"])

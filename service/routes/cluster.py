@@ -8,13 +8,11 @@ import numpy as np
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from starlette.datastructures import UploadFile
 
 from training.manifest import model_to_uint8, softmax
 
-from .. import metrics as M
 from ..deps import PoolDep, SettingsDep
-from ..encoding import b64png, decode_images, load_array
+from ..encoding import Part, b64png, decode_images, load_array, parse_multipart
 from ..errors import ApiError
 from ..schemas import ClusterResponse, ErrorBody
 
@@ -57,9 +55,9 @@ def _flag(value, name: str) -> bool:
     raise ApiError(422, f"{name} must be a boolean, got {value!r}")
 
 
-def _is_array_upload(f: UploadFile) -> bool:
-    name = (f.filename or "").lower()
-    return name.endswith((".npy", ".npz")) or (f.content_type or "").split(";")[0].strip() in ARRAY_TYPES
+def _is_array_upload(p: Part) -> bool:
+    name = (p.filename or "").lower()
+    return name.endswith((".npy", ".npz")) or (p.content_type or "").split(";")[0].strip().lower() in ARRAY_TYPES
 
 
 @router.post("/v1/cluster", response_model=ClusterResponse, openapi_extra=OPENAPI, responses={
@@ -68,34 +66,41 @@ def _is_array_upload(f: UploadFile) -> bool:
     415: {"model": ErrorBody}, 422: {"model": ErrorBody}, 503: {"model": ErrorBody}},
     summary="Cluster images: mode, label, probabilities; optionally latent h1(x) and reconstruction g(h1(x))")
 async def cluster(request: Request, pool: PoolDep, settings: SettingsDep):
-    q = request.query_params
+    # Served by service/fastpath.py (a pure-ASGI handler in front of the router); this route documents the
+    # endpoint in OpenAPI and serves it when the fast path is bypassed.
+    return await handle_cluster(pool, settings, request.query_params, request.headers.get("content-type") or "",
+                                await request.body())
+
+
+async def handle_cluster(pool, settings, q, content_type: str, body: bytes) -> Response:
+    """The whole endpoint on an already-read body (the caller enforces the upload cap)."""
     rt = await pool.get(q.get("model") or None, q.get("version") or None)
     want_latent = _flag(q.get("return_latent"), "return_latent")
     want_recon = _flag(q.get("return_reconstruction"), "return_reconstruction")
-    ctype = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+    ctype = content_type.split(";")[0].strip().lower()
     spec = rt.image
     if ctype == "multipart/form-data":
-        form = await request.form(max_files=settings.max_images + 1, max_fields=100)
         try:
-            uploads = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
-            want_latent = want_latent or _flag(form.get("return_latent"), "return_latent")
-            want_recon = want_recon or _flag(form.get("return_reconstruction"), "return_reconstruction")
-            if not uploads:
-                raise ApiError(400, "no files in the multipart body (send images or one .npy/.npz as files)")
-            if len(uploads) > settings.max_images:
-                raise ApiError(413, f"too many images: cap is {settings.max_images}")
-            arrays = [u for u in uploads if _is_array_upload(u)]
-            if arrays:
-                if len(uploads) != 1:
-                    raise ApiError(400, "send either images or exactly one .npy/.npz file")
-                x = _array(await arrays[0].read(), spec)
-            else:
-                blobs = [await u.read() for u in uploads]
-                x = await _images(blobs, spec)
-        finally:
-            await form.close()
+            parts = parse_multipart(body, content_type, max_parts=settings.max_images + 100)
+        except ValueError as e:
+            raise ApiError(400, str(e)) from None
+        uploads = [p for p in parts if p.is_file]
+        fields = {p.name: p.data.decode("utf-8", "replace") for p in parts if not p.is_file}
+        want_latent = want_latent or _flag(fields.get("return_latent"), "return_latent")
+        want_recon = want_recon or _flag(fields.get("return_reconstruction"), "return_reconstruction")
+        if not uploads:
+            raise ApiError(400, "no files in the multipart body (send images or one .npy/.npz as files)")
+        if len(uploads) > settings.max_images:
+            raise ApiError(413, f"too many images: cap is {settings.max_images}")
+        arrays = [u for u in uploads if _is_array_upload(u)]
+        if arrays:
+            if len(uploads) != 1:
+                raise ApiError(400, "send either images or exactly one .npy/.npz file")
+            x = _array(arrays[0].data, spec)
+        else:
+            x = await _images([u.data for u in uploads], spec)
     elif ctype in ARRAY_TYPES:
-        x = _array(await request.body(), spec)
+        x = _array(body, spec)
     else:
         raise ApiError(415, f"unsupported content type {ctype or '(none)'}: use multipart/form-data with image "
                             "files, or a .npy/.npz body as application/octet-stream or application/x-npy")
@@ -105,28 +110,27 @@ async def cluster(request: Request, pool: PoolDep, settings: SettingsDep):
         raise ApiError(413, f"too many images: {len(x)} > cap {settings.max_images}")
 
     async with rt.lease():
-        z = await rt.infer("h1", x)
-        logits = await rt.infer("h2", z)
+        z, logits = await rt.infer("h", x)
         recon = await rt.infer("g", z) if want_recon else None
-    M.IMAGES_CLUSTERED.labels(rt.name).inc(len(x))
-    probs = softmax(logits.astype(np.float32, copy=False))
-    modes = probs.argmax(1)
+    rt.count_clustered(len(x))
+    probs = softmax(logits)
+    modes = probs.argmax(1).tolist()
     labels = rt.mode_labels
-    results = []
     if want_recon:
-        mse = ((recon - x) ** 2).reshape(len(x), -1).mean(1)
+        mse = ((recon - x) ** 2).reshape(len(x), -1).mean(1).tolist()
         recon_u8 = model_to_uint8(recon)
-    for i in range(len(x)):
-        item = {"index": i, "mode": int(modes[i]), "label": labels[int(modes[i])], "probabilities": probs[i]}
+    results = []
+    for i, m in enumerate(modes):
+        item = {"index": i, "mode": m, "label": labels[m], "probabilities": probs[i]}
         if want_latent:
             item["latent"] = z[i]
         if want_recon:
             item["reconstruction"] = b64png(recon_u8[i])
-            item["reconstruction_mse"] = float(mse[i])
+            item["reconstruction_mse"] = mse[i]
         results.append(item)
     body = {"model": rt.name, "version": rt.version, "mode_labels": labels, "results": results}
     return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json",
-                    headers={"X-Nemgan-Model": rt.name, "X-Nemgan-Version": rt.version})
+                    headers=rt.headers)
 
 
 def _array(data: bytes, spec) -> np.ndarray:

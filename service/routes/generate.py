@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import secrets
 
@@ -12,12 +13,11 @@ from typing import Annotated
 from fastapi import APIRouter, Body
 from fastapi.responses import Response
 
-from training.manifest import model_to_uint8, sample_latents
 from training.grid import make_grid
+from training.manifest import sample_latents
 
-from .. import metrics as M
 from ..deps import PoolDep, SettingsDep
-from ..encoding import b64png, npz_bytes, png_bytes, zip_of_pngs
+from ..encoding import b64png, model_to_uint8, npz_bytes, png_bytes, zip_of_pngs
 from ..errors import ApiError
 from ..schemas import ErrorBody, GenerateRequest, GenerateResponse
 
@@ -41,6 +41,12 @@ ERRORS = {404: {"model": ErrorBody, "description": "unknown model or version"},
                         "content": {"image/png": {}, "application/zip": {}, "application/x-npz": {}}}},
     summary="Generate images (mode by index/label, or drawn from the priors)")
 async def generate(req: Annotated[GenerateRequest, Body(openapi_examples=EXAMPLES)], pool: PoolDep, settings: SettingsDep):
+    # Served by service/fastpath.py (pure ASGI in front of the router) when the body validates; this route
+    # documents the endpoint and produces FastAPI's own 422s for invalid bodies.
+    return await handle_generate(pool, settings, req)
+
+
+async def handle_generate(pool, settings, req: GenerateRequest) -> Response:
     if req.n > settings.max_n:
         raise ApiError(422, f"n={req.n} exceeds the cap of {settings.max_n}")
     rt = await pool.get(req.model, None if req.version is None else str(req.version))
@@ -57,22 +63,29 @@ async def generate(req: Annotated[GenerateRequest, Body(openapi_examples=EXAMPLE
         seed = req.seed if req.seed is not None else secrets.randbits(63)
         z, modes = sample_latents(rt.spec, req.n, mode, req.sigma, seed)
         x = await rt.infer("g", z)
-    M.IMAGES_GENERATED.labels(rt.name).inc(req.n)
+    rt.count_generated(req.n)
+    headers = {**rt.headers, "X-Nemgan-Seed": str(seed), "X-Nemgan-Modes": ",".join(map(str, modes.tolist()))}
+    if req.n >= 64:  # encoding a big batch (uint8, npz/PNG) off the event loop
+        body, media_type = await asyncio.to_thread(_encode, x, modes, req, rt.mode_labels, rt.name, rt.version, seed)
+    else:
+        body, media_type = _encode(x, modes, req, rt.mode_labels, rt.name, rt.version, seed)
+    return Response(body, media_type=media_type, headers=headers)
+
+
+def _encode(x: np.ndarray, modes: np.ndarray, req: GenerateRequest, labels: list[str], name: str, version: str,
+            seed: int) -> tuple[bytes, str]:
     imgs = model_to_uint8(x)
-    headers = {"X-Nemgan-Model": rt.name, "X-Nemgan-Version": rt.version, "X-Nemgan-Seed": str(seed),
-               "X-Nemgan-Modes": ",".join(map(str, modes.tolist()))}
     if req.format == "npz":
-        return Response(npz_bytes(images=imgs, modes=modes), media_type="application/x-npz", headers=headers)
+        return npz_bytes(images=imgs, modes=modes), "application/x-npz"
     if req.format == "grid":
         nrow = max(1, int(math.ceil(math.sqrt(req.n))))
         grid = make_grid(imgs, nrow)
         grid = grid[None] if grid.ndim == 2 else grid.transpose(2, 0, 1)
-        return Response(png_bytes(grid), media_type="image/png", headers=headers)
+        return png_bytes(grid), "image/png"
     if req.format == "png":
         if req.n == 1:
-            return Response(png_bytes(imgs[0]), media_type="image/png", headers=headers)
-        return Response(zip_of_pngs(imgs, modes, rt.mode_labels), media_type="application/zip", headers=headers)
-    labels = rt.mode_labels
-    body = {"model": rt.name, "version": rt.version, "seed": seed, "n": req.n, "modes": modes.tolist(),
+            return png_bytes(imgs[0]), "image/png"
+        return zip_of_pngs(imgs, modes, labels), "application/zip"
+    body = {"model": name, "version": version, "seed": seed, "n": req.n, "modes": modes.tolist(),
             "mode_labels": [labels[int(m)] for m in modes], "images": [b64png(im) for im in imgs]}
-    return Response(orjson.dumps(body), media_type="application/json", headers=headers)
+    return orjson.dumps(body), "application/json"

@@ -42,11 +42,11 @@ def test_concurrent_requests_are_batched(tmp_path, tiny_model_dir):
                 return (await c.get("/metrics")).text
 
         m = asyncio.run(main())
-        calls = _metric(m, "nemgan_batch_size_count", model="tiny", network="h1")
-        rows = _metric(m, "nemgan_batch_size_sum", model="tiny", network="h1")
+        calls = _metric(m, "nemgan_batch_size_count", model="tiny", network="h")
+        rows = _metric(m, "nemgan_batch_size_sum", model="tiny", network="h")
         assert rows == 8 * 16 + 2 * 0 or rows >= 128
         assert calls < 16, f"{calls} ONNX calls for 16 requests: not batched"
-        assert _metric(m, "nemgan_queue_wait_seconds_count", model="tiny", network="h1") == 16
+        assert _metric(m, "nemgan_queue_wait_seconds_count", model="tiny", network="h") == 16
         assert _metric(m, "nemgan_images_clustered_total", model="tiny") == 128
     finally:
         assert srv.stop() in (0, -signal.SIGTERM)  # uvicorn re-raises SIGTERM after a graceful exit
@@ -54,7 +54,8 @@ def test_concurrent_requests_are_batched(tmp_path, tiny_model_dir):
 
 def test_sigterm_finishes_inflight_requests(tmp_path, tiny_model_dir):
     # a 1.5 s batching window keeps a request in flight long enough to send SIGTERM during it
-    srv = Server(base_env(tmp_path / "var", [tiny_model_dir], NEMGAN_MAX_WAIT_MS="1500"), tmp_path / "api.log")
+    srv = Server(base_env(tmp_path / "var", [tiny_model_dir], NEMGAN_MAX_WAIT_MS="1500",
+                          NEMGAN_ADAPTIVE_WAIT="false"), tmp_path / "api.log")
     srv.wait_ready()
     results = []
 
