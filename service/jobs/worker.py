@@ -36,7 +36,7 @@ def run_worker(settings: Settings | None = None, loglevel: str = "INFO") -> None
 
     app.worker_main(["worker", "--pool", "solo", "--concurrency", "1", "--loglevel", loglevel,
                      "--queues", settings.queue_name, "--without-gossip", "--without-mingle",
-                     "--hostname", f"nemgan@%h"])
+                     "--hostname", "nemgan@%h"])
 
 
 if __name__ == "__main__":

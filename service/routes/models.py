@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 
 from ..deps import AuthDep, PoolDep, RegistryDep
 from ..schemas import ErrorBody, ModelDetail, ModelSummary, ModelVersion
