@@ -39,7 +39,8 @@ def evaluate(model: NemganModel, metrics: list[str] | tuple[str, ...] = DEFAULT_
              algorithm2_samples_per_mode: int = 1000, algorithm2_steps: int = 1000) -> dict[str, Any]:
     cfg: TrainConfig = model.cfg
     model.eval()
-    test = load_training_data(TrainConfig.from_dict({**cfg.to_dict(), "data_root": data_root or cfg.data_root}), split)
+    data_cfg = TrainConfig.from_dict({**cfg.to_dict(), "data_root": data_root or cfg.data_root})
+    test = load_training_data(data_cfg, split)
     if max_samples:
         test = test.subset(np.random.default_rng(seed).permutation(len(test.x))[:max_samples])
     needs_clf = any(m in ("fcd", "gen_purity", "quality_diversity") for m in metrics)
@@ -47,7 +48,7 @@ def evaluate(model: NemganModel, metrics: list[str] | tuple[str, ...] = DEFAULT_
     if needs_clf:
         from .classifier import get_or_train_classifier
 
-        train = load_training_data(TrainConfig.from_dict({**cfg.to_dict(), "data_root": data_root or cfg.data_root}), "train")
+        train = load_training_data(data_cfg, "train")
         name = cfg.dataset if not cfg.dry_run else "dry-run"
         tag = f"{name}-{'-'.join(map(str, cfg.classes or []))}{'g' if cfg.groups else ''}".rstrip("-")
         clf = get_or_train_classifier(tag, train.x, train.y, train.n_classes, cache_dir,

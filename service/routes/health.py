@@ -18,23 +18,17 @@ def _ready(request: Request):
     return {"ready": True, "models": {n: rt.version for n, rt in pool.active.items()}}
 
 
-@router.get("/v2/health/live", summary="OIP liveness", responses={200: {"content": {"application/json": {
-    "example": {"live": True}}}}})
+LIVE_RESPONSES = {200: {"content": {"application/json": {"example": {"live": True}}}}}
+
+
+# One handler per check, served on the Open Inference Protocol path and the k8s-style alias.
+@router.get("/v2/health/live", summary="OIP liveness", responses=LIVE_RESPONSES)
+@router.get("/healthz", summary="Liveness (alias)", responses=LIVE_RESPONSES)
 async def live():
     return {"live": True}
 
 
 @router.get("/v2/health/ready", summary="OIP readiness (models loaded and warmed up)", responses=READY_RESPONSES)
-async def ready(request: Request):
-    return _ready(request)
-
-
-@router.get("/healthz", summary="Liveness (alias)", responses={200: {"content": {"application/json": {
-    "example": {"live": True}}}}})
-async def healthz():
-    return {"live": True}
-
-
 @router.get("/readyz", summary="Readiness (alias)", responses=READY_RESPONSES)
-async def readyz(request: Request):
+async def ready(request: Request):
     return _ready(request)
