@@ -1,8 +1,10 @@
 """Prior learning from a small labeled set: 001 eq. (16) (KL form) and 003 eq. (5) (L1 form).
 
-    1. retrain h with cross-entropy on the labeled set W_s, so that it assigns W_s to the right modes;
-       g is frozen and, so that h1 stays an inverter of g (reconstruction g(h1(x)) keeps working),
-       the latent loss ||z - h1(g(z))|| on g's samples is kept in the objective;
+    1. retrain h with cross-entropy on the labeled set W_s (with small random shifts), so that it
+       assigns W_s to the right modes; g is frozen, and the latent loss ||z - h1(g(z))|| and the mode
+       loss on g's samples stay in the objective, so that h1 remains an inverter of g (reconstruction
+       g(h1(x)) keeps working) and h does not forget the modes while it fits a few dozen labels
+       (without them, retraining on MNIST-2 90:10 dropped test ACC from 0.97 to 0.84);
     2. estimate P_Yhat = E_x[h(x)] on unlabeled real data;
     3. fit alpha so that softmax(alpha) matches P_Yhat:
          kl: min_alpha D_KL(P_Yhat || softmax(alpha))      (001 eq. 16)
@@ -25,6 +27,7 @@ import torch.nn.functional as F
 from . import loss as L
 from .manifest import uint8_to_model
 from .model import NemganModel
+from .train import random_shift
 
 METHODS = ("kl", "l1")
 
@@ -85,7 +88,7 @@ def fit_alpha(p_hat: np.ndarray, init_priors: np.ndarray, method: str = "kl", st
 
 def learn_priors(model: NemganModel, x_labeled: np.ndarray, y_labeled: np.ndarray, x_unlabeled: np.ndarray,
                  method: str = "kl", h_steps: int = 300, alpha_steps: int = 500, batch_size: int = 64,
-                 seed: int = 0, lr_h: float = 1e-3, latent_weight: float | None = None,
+                 seed: int = 0, lr_h: float = 2e-4, latent_weight: float | None = None, augment: int = 2,
                  progress: Callable[[float, str], None] | None = None,
                  should_stop: Callable[[], bool] | None = None) -> PriorResult:
     if method not in METHODS:
@@ -113,13 +116,14 @@ def learn_priors(model: NemganModel, x_labeled: np.ndarray, y_labeled: np.ndarra
         if stop():
             raise Cancelled("cancelled during h retraining")
         idx = torch.from_numpy(rng.integers(0, len(x_l), size=min(batch_size, len(x_l))))
-        _, logits = model.h(x_l[idx])
+        _, logits = model.h(random_shift(x_l[idx], augment, gen))
         loss_cc = F.cross_entropy(logits, y_l[idx])
         with torch.no_grad():
-            z, _ = model.latent.sample(batch_size, generator=gen)
+            z, modes = model.latent.sample(batch_size, generator=gen)
             xg = model.g(z.to(dev))
-        z_hat, _ = model.h(xg)
-        loss = loss_cc + lw * L.latent_loss(z, z_hat, model.cfg.latent_norm)
+        z_hat, logits_g = model.h(xg)
+        loss = (loss_cc + lw * L.latent_loss(z, z_hat, model.cfg.latent_norm)
+                + model.cfg.mode_weight * L.mode_loss_ce(logits_g, modes.to(dev)))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
