@@ -799,11 +799,27 @@ def _shortfall(r: dict, key: str = "acc") -> str:
     return f"short by {gap:.2f} {key.upper()}: " + "; ".join(reasons)
 
 
-def _curves_figure(rows: list[dict], path: Path, title: str) -> bool:
+def _pyplot():
+    """matplotlib's pyplot on the Agg backend (no display; imported only when a report is drawn)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save_figure(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _curves_figure(rows: list[dict], path: Path, title: str) -> bool:
+    plt = _pyplot()
 
     series = [(r, read_stats(resolve(r["run_dir"]))) for r in rows if r.get("run_dir")]
     series = [(r, s) for r, s in series if s]
@@ -827,18 +843,12 @@ def _curves_figure(rows: list[dict], path: Path, title: str) -> bool:
     axes[0].legend(fontsize=7)
     axes[1].legend(fontsize=6, ncol=2)
     fig.suptitle(title)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    _save_figure(fig, path)
     return True
 
 
 def _sigma_figure(rows: list[dict], path: Path) -> bool:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     rows = [r for r in rows if r.get("sigma_sweep")]
     if not rows:
@@ -856,18 +866,12 @@ def _sigma_figure(rows: list[dict], path: Path) -> bool:
         ax.axvline(1.0, color="grey", lw=0.6, ls=":")
         ax.legend(fontsize=8)
     fig.suptitle("004 sec. 4.3: the quality / diversity trade-off vs σ (MNIST)")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    _save_figure(fig, path)
     return True
 
 
 def _alg2_figure(rows: list[dict], path: Path) -> bool:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     rows = [r for r in rows if r.get("status") == "ok" and r.get("algorithm2")]
     if not rows:
@@ -883,10 +887,7 @@ def _alg2_figure(rows: list[dict], path: Path) -> bool:
     ax.set_xticks(list(xs), [r["model"] for r in rows])
     ax.set(ylabel="test ACC (Hungarian)", ylim=(0, 1.05), title="004: clustering with h vs Algorithm 2 (MNIST)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    _save_figure(fig, path)
     return True
 
 
