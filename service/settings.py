@@ -34,7 +34,9 @@ class Settings(BaseSettings):
     model_dirs: Annotated[list[Path], NoDecode] = Field(
         default_factory=_default_model_dirs,
         description="Model directories seeded into the registry at start-up when it lacks them.")
-    default_model: str | None = Field(None, description="Model used when a request names none (default: first name).")
+    default_model: str | None = Field(
+        "mnist", description="Model used when a request names none (the shipped MNIST model; when the registry "
+                             "has no such model, the first name in alphabetical order).")
 
     # ---------------------------------------------------------------- serving
     host: str = "127.0.0.1"
