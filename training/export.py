@@ -44,6 +44,17 @@ def _example(net: str, shape: tuple[int, ...], n: int, gen: torch.Generator) -> 
     return torch.randn(n, *shape, generator=gen)
 
 
+def _export_onnx(mod: torch.nn.Module, x: torch.Tensor, path: Path, io: dict[str, list[str]]) -> None:
+    """One ONNX graph with the contract's input/output names and a dynamic batch axis on each of them."""
+    with warnings.catch_warnings():
+        # The TorchScript-based exporter is deprecated in favour of torch.export, but it handles
+        # these plain conv/linear graphs exactly and needs no extra packages.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(mod, (x,), str(path), input_names=io["inputs"], output_names=io["outputs"],
+                          opset_version=OPSET, dynamo=False,
+                          dynamic_axes={k: {0: "batch"} for k in (*io["inputs"], *io["outputs"])})
+
+
 def check_parity(model_dir: str | Path, model: NemganModel, n: int = 64, seed: int = 0) -> dict[str, dict[str, float]]:
     """Max abs difference of ONNX Runtime and TorchScript outputs vs the eager model, per network."""
     import onnxruntime as ort
@@ -89,22 +100,9 @@ def export_model(model: NemganModel, out_dir: str | Path, name: str, version: st
             x = _example(net, shape, 4, gen)
             with torch.no_grad():
                 torch.jit.trace(mod, x).save(str(tmp / f"{net}.ts"))
-            with warnings.catch_warnings():
-                # The TorchScript-based exporter is deprecated in favour of torch.export, but it handles
-                # these plain conv/linear graphs exactly and needs no extra packages.
-                warnings.simplefilter("ignore")
-                io = ONNX_IO[net]
-                torch.onnx.export(mod, (x,), str(tmp / f"{net}.onnx"), input_names=io["inputs"],
-                                  output_names=io["outputs"], opset_version=OPSET, dynamo=False,
-                                  dynamic_axes={io["inputs"][0]: {0: "batch"}, io["outputs"][0]: {0: "batch"}})
+            _export_onnx(mod, x, tmp / f"{net}.onnx", ONNX_IO[net])
         for net, (mod, shape) in _fused(model).items():
-            x = _example("h1", shape, 4, gen)
-            io = ONNX_FUSED_IO[net]
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                torch.onnx.export(mod, (x,), str(tmp / f"{net}.onnx"), input_names=io["inputs"],
-                                  output_names=io["outputs"], opset_version=OPSET, dynamo=False,
-                                  dynamic_axes={k: {0: "batch"} for k in (*io["inputs"], *io["outputs"])})
+            _export_onnx(mod, _example("h1", shape, 4, gen), tmp / f"{net}.onnx", ONNX_FUSED_IO[net])
         spec = model.latent.spec()
         spec.save(tmp / "latent.npz")
         # Weights without the discriminator (not needed to serve or to retrain h): keeps the directory small.

@@ -97,12 +97,12 @@ class Trainer:
         self.x_train = torch.from_numpy(to_float(ds.x[self.train_idx]))
         self.x_val = torch.from_numpy(to_float(ds.x[self.val_idx]))
         self.y_val = ds.y[self.val_idx]
+        self.y_train = ds.y[self.train_idx]  # indexed once: the supervised MM-GAN step reads it every step
         self.lab_idx = np.zeros(0, np.int64)
         if cfg.semi_supervised:
-            y_tr = ds.y[self.train_idx]
-            self.lab_idx = labeled_indices(y_tr, fraction=None if cfg.labeled_count else cfg.labeled_fraction,
+            self.lab_idx = labeled_indices(self.y_train, fraction=None if cfg.labeled_count else cfg.labeled_fraction,
                                            count=cfg.labeled_count, seed=cfg.seed)
-            self.y_lab = torch.from_numpy(y_tr[self.lab_idx]).long()
+            self.y_lab = torch.from_numpy(self.y_train[self.lab_idx]).long()
         n_modes = cfg.n_modes or ds.n_classes
 
         # ---- model and optimisers (001 sec. 3)
@@ -212,7 +212,7 @@ class Trainer:
                 x_fake = m.g(z.to(self.device))
             d_real, d_fake = m.d(x_real), m.d(x_fake)
             if sup_mm:
-                y_real = torch.from_numpy(self.ds.y[self.train_idx][idx]).long().to(self.device)
+                y_real = torch.from_numpy(self.y_train[idx]).long().to(self.device)
                 loss_d = L.d_loss_supervised(d_real, y_real, d_fake)
             elif cfg.gan_loss == "wgan-gp":
                 loss_d = L.d_loss_wgan(d_real, d_fake) + cfg.gp_weight * L.gradient_penalty(m.d, x_real, x_fake)
