@@ -321,7 +321,7 @@ class ProgressLogger(threading.Thread):
                 continue
             rate = (time.time() - self.t0) / max(1, step - self.step0)
             eta = rate * max(0, self.budget - step)
-            best = next((r["best_val_acc"] for r in reversed(stats) if "best_val_acc" in r), None)
+            best = next((r["best_step"] for r in reversed(stats) if "best_step" in r), None)
             acc = next((r["val_acc"] for r in reversed(stats) if "val_acc" in r), None)
             log.info("[%s] step %d/%d (%.0f%%) val_acc %s best %s loss_d %.3f loss_g %.3f | %.2f s/step, ETA %s",
                      self.row_id, step, self.budget, 100 * step / max(1, self.budget), _f(acc), _f(best),
@@ -387,7 +387,8 @@ def _balanced_test_report(model) -> dict | None:
     also on the test split of the same classes without the imbalance."""
     import torch
 
-    from training.dataset import PRESETS, DataSpec, load_dataset, to_float
+    from core.images import uint8_to_model
+    from training.dataset import PRESETS, DataSpec, load_dataset
     from training.metrics import clustering_report
 
     cfg = model.cfg
@@ -398,7 +399,7 @@ def _balanced_test_report(model) -> dict | None:
     if cfg.classes:
         base["classes"] = cfg.classes
     ds = load_dataset(DataSpec(**base, split="test", seed=cfg.seed), data_root=cfg.data_root)
-    pred, _ = model.cluster(torch.from_numpy(to_float(ds.x)))
+    pred, _ = model.cluster(torch.from_numpy(uint8_to_model(ds.x)))
     rep = clustering_report(ds.y, pred)
     return {k: float(v) for k, v in rep.items()}
 
@@ -462,9 +463,9 @@ def _prior_learning(model, run_dir: Path, opts: Options) -> dict:
 def torch_from_uint8(x):
     import torch
 
-    from training.dataset import to_float
+    from core.images import uint8_to_model
 
-    return torch.from_numpy(to_float(x))
+    return torch.from_numpy(uint8_to_model(x))
 
 
 def _algorithm2(model, opts: Options) -> dict:
@@ -574,8 +575,8 @@ def run_row(row: Row, opts: Options, watch_parent: bool = False) -> dict:
         # ---- 2. evaluate best.pt on the test split
         t1 = time.time()
         model = load_model(run_dir)
-        log.info("[%s] evaluating best.pt (val ACC %.3f at step %s)", row.id, summary["best"]["acc"],
-                 summary["best"]["step"])
+        log.info("[%s] evaluating best.pt (selected by %s, val ACC %.3f at step %s)", row.id, summary["best"]["by"],
+                 summary["best"].get("val_acc", float("nan")), summary["best"]["step"])
         ev = _evaluate(model, opts)
         result["metrics"] = ev
         result["headline"] = _headline(ev, "h on best.pt")

@@ -81,7 +81,7 @@ class Raw:
 
     def generate(self, seconds: float):
         from service.encoding import model_to_uint8, npz_bytes
-        from training.manifest import sample_latents
+        from core.latent import sample_latents
 
         rt, lat, k = self.rt, [], 0
         t_end = time.perf_counter() + seconds

@@ -1,4 +1,6 @@
-"""Encoding and decoding of images and arrays on the request path (numpy + Pillow only)."""
+"""Encoding of responses (PNG, zip, npz), reading of array uploads and multipart bodies on the request path.
+
+numpy + Pillow only. Images are decoded by core.images (the one preprocessing path)."""
 
 from __future__ import annotations
 
@@ -6,28 +8,14 @@ import base64
 import io
 import math
 import re
-import zlib
 import zipfile
 from dataclasses import dataclass
 
 import numpy as np
 
-from training.manifest import ImageSpec, prepare_array_batch, uint8_to_model
+from core.images import U8_TO_MODEL, ImageSpec, prepare_array_batch
 
 _EPOCH = (1980, 1, 1, 0, 0, 0)
-
-# uint8 -> model range, the documented preprocessing (training.manifest.uint8_to_model) as a lookup table:
-# the same float32 values, one gather instead of three temporaries.
-U8_TO_MODEL = uint8_to_model(np.arange(256, dtype=np.uint8))
-
-
-def model_to_uint8(x: np.ndarray) -> np.ndarray:
-    """training.manifest.model_to_uint8 (same values), with one temporary instead of four."""
-    y = np.add(x, np.float32(1.0), dtype=np.float32)
-    y *= np.float32(127.5)
-    np.rint(y, out=y)
-    np.clip(y, 0, 255, out=y)
-    return y.astype(np.uint8)
 
 
 def png_bytes(img_chw_uint8: np.ndarray, compress_level: int = 1) -> bytes:
@@ -61,135 +49,6 @@ def zip_of_pngs(images: np.ndarray, modes: np.ndarray, labels: list[str]) -> byt
             info = zipfile.ZipInfo(f"{i:05d}_mode{int(m)}.png", date_time=_EPOCH)
             zf.writestr(info, png_bytes(img))
     return buf.getvalue()
-
-
-_PNG_SIG = b"\x89PNG\r\n\x1a\n"
-# 8-bit, non-palette PNG colour types -> (Pillow mode, raw mode), as PIL.PngImagePlugin maps them.
-_PNG_MODES = {0: ("L", "L"), 2: ("RGB", "RGB"), 4: ("LA", "LA"), 6: ("RGBA", "RGBA")}
-# Chunks that do not change the pixels Pillow decodes; any other (tRNS, PLTE, APNG, ...) -> Pillow.
-_PNG_INERT = {b"IHDR", b"IDAT", b"IEND", b"gAMA", b"cHRM", b"sRGB", b"iCCP", b"pHYs", b"tEXt", b"zTXt", b"iTXt",
-              b"tIME", b"bKGD", b"sBIT"}
-_PNG_MAX_PIXELS = 1 << 22
-
-
-def _png_idat(data: bytes):
-    """(width, height, colour type, zlib stream) of the common PNG (8-bit grey/RGB(A), not interlaced, only
-    chunks that do not change the pixels, CRCs valid); None for anything else."""
-    if data[:8] != _PNG_SIG or len(data) < 33 or data[12:16] != b"IHDR":
-        return None
-    w, h = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-    depth, ctype, comp, filt, interlace = data[24:29]
-    if depth != 8 or ctype not in _PNG_MODES or comp or filt or interlace or not 0 < w * h <= _PNG_MAX_PIXELS:
-        return None
-    idat, pos, n = [], 8, len(data)
-    while True:
-        if pos + 12 > n:
-            return None
-        length = int.from_bytes(data[pos:pos + 4], "big")
-        cid = data[pos + 4:pos + 8]
-        end = pos + 12 + length
-        if end > n or cid not in _PNG_INERT:
-            return None
-        if zlib.crc32(data[pos + 4:end - 4]) != int.from_bytes(data[end - 4:end], "big"):
-            return None
-        if cid == b"IDAT":
-            idat.append(data[pos + 8:end - 4])
-        elif cid == b"IEND":
-            break
-        pos = end
-    if not idat:
-        return None
-    return w, h, ctype, idat[0] if len(idat) == 1 else b"".join(idat)
-
-
-def _fast_png(data: bytes):
-    """The common PNG decoded by Pillow's own zlib+unfilter decoder, without PngImagePlugin's per-chunk Python
-    (most of the time of a small image): the same pixels as Image.open(...).load(); None for anything else
-    (Pillow's full path then decodes it, or says why not)."""
-    from PIL import Image
-
-    info = _png_idat(data)
-    if info is None:
-        return None
-    w, h, ctype, stream = info
-    mode, rawmode = _PNG_MODES[ctype]
-    try:
-        return Image.frombytes(mode, (w, h), stream, "zip", rawmode)
-    except (ValueError, OSError):
-        return None
-
-
-def _fast_png_batch(blobs: list[bytes], spec: ImageSpec) -> np.ndarray | None:
-    """N PNGs already in the model's mode and size (the usual client) -> uint8 [N,C,H,W], each decoded by
-    Pillow's PNG decoder straight into its rows of one image. None when any is not like that."""
-    from PIL import Image
-
-    mode = "L" if spec.channels == 1 else "RGB"
-    w, h, n = spec.width, spec.height, len(blobs)
-    streams = []
-    for data in blobs:
-        info = _png_idat(data)
-        if info is None or info[:2] != (w, h) or _PNG_MODES[info[2]][0] != mode:
-            return None
-        streams.append(info[3])
-    try:
-        big = Image.new(mode, (w, h * n))
-        for i, stream in enumerate(streams):
-            dec = Image._getdecoder(mode, "zip", (mode,))
-            dec.setimage(big.im, (0, i * h, w, (i + 1) * h))
-            done, err = dec.decode(stream)
-            if done >= 0 or err != 0:
-                return None  # truncated / corrupt: the per-image path says which and why
-        a = np.asarray(big, dtype=np.uint8)
-    except (AttributeError, TypeError, ValueError, OSError):  # a Pillow without these internals
-        return None
-    return a.reshape(n, h, w, spec.channels).transpose(0, 3, 1, 2)
-
-
-def _to_spec(im, spec: ImageSpec) -> np.ndarray:
-    from PIL import Image
-
-    mode = "L" if spec.channels == 1 else "RGB"
-    if im.mode != mode:
-        im = im.convert(mode)
-    if im.size != (spec.width, spec.height):
-        im = im.resize((spec.width, spec.height), Image.Resampling.BILINEAR)
-    return np.asarray(im, dtype=np.uint8)
-
-
-def _decode_u8(data: bytes, spec: ImageSpec) -> np.ndarray:
-    """One encoded image -> uint8 [H,W] or [H,W,C]: training.manifest.preprocess_image_bytes up to (not
-    including) the float conversion, which decode_images does once for the whole batch."""
-    from PIL import Image, UnidentifiedImageError
-
-    if not data:
-        raise ValueError("empty image")
-    try:
-        im = _fast_png(data)
-        if im is not None:
-            return _to_spec(im, spec)
-        with Image.open(io.BytesIO(data)) as f:
-            f.load()
-            return _to_spec(f, spec)
-    except UnidentifiedImageError:  # its message names a BytesIO object
-        raise ValueError("cannot decode image: not an image, or a corrupt one") from None
-    except (OSError, SyntaxError, ValueError) as e:
-        raise ValueError(f"cannot decode image: {e}") from e
-
-
-def decode_images(blobs: list[bytes], spec: ImageSpec) -> np.ndarray:
-    """Encoded images -> float32 [N,C,H,W] (the documented preprocessing); ValueError naming the bad one."""
-    u8 = _fast_png_batch(blobs, spec) if len(blobs) > 1 else None
-    if u8 is not None:
-        return U8_TO_MODEL[u8]
-    u8 = np.empty((len(blobs), spec.channels, spec.height, spec.width), np.uint8)
-    for i, b in enumerate(blobs):
-        try:
-            a = _decode_u8(b, spec)
-        except ValueError as e:
-            raise ValueError(f"image {i}: {e}") from None
-        u8[i] = a if a.ndim == 2 else a.transpose(2, 0, 1)
-    return U8_TO_MODEL[u8]
 
 
 # .npy v1-3 headers as np.save writes them; anything else goes through np.load.

@@ -20,7 +20,8 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from training.manifest import Manifest, ManifestError, load_manifest, write_manifest
+from core.errors import ManifestError
+from core.manifest import Manifest, load_manifest, write_manifest
 
 ACTIVE = "active.json"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")

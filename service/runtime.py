@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.manifest import ONNX_FUSED_IO, ONNX_IO, Manifest, load_manifest
+from core.manifest import ONNX_FUSED_IO, ONNX_IO, Manifest, load_manifest
 
 from . import metrics as M
 from .batcher import Batcher
@@ -47,11 +47,7 @@ class ModelRuntime:
         self.dir = Path(model_dir)
         self.manifest: Manifest = load_manifest(self.dir)
         self.name, self.version = self.manifest.name, self.manifest.version
-        self.spec = self.manifest.latent_spec()
-        # priors stored in float32 (e.g. after prior learning) can miss numpy's sum-to-1 tolerance in
-        # Generator.choice; renormalise in float64 once here.
-        p = np.asarray(self.spec.priors, np.float64)
-        self.spec.priors = p / p.sum()
+        self.spec = self.manifest.latent_spec()  # validated: priors renormalised in float64
         self.image = self.manifest.image
         self.mode_labels = self.manifest.mode_labels
         self.providers = pick_providers(settings.providers)

@@ -13,6 +13,8 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from core.data import default_data_root
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -30,7 +32,8 @@ class Settings(BaseSettings):
     var_dir: Path = Field(REPO / "var", description="Root for the embedded broker, result store and defaults below.")
     registry_dir: Path | None = Field(None, description="Model registry (name/version dirs). Default: <var_dir>/registry.")
     jobs_dir: Path | None = Field(None, description="Shared job directory (uploads, job state). Default: <var_dir>/jobs.")
-    data_dir: Path = Field(REPO.parent / "shared" / "data", description="Data root for training.dataset presets.")
+    data_dir: Path = Field(default_factory=default_data_root, description="Data root for the data set presets "
+                           "(core.data: $NEMGAN_DATA_DIR, else ../shared/data beside the repository).")
     model_dirs: Annotated[list[Path], NoDecode] = Field(
         default_factory=_default_model_dirs,
         description="Model directories seeded into the registry at start-up when it lacks them.")

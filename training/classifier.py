@@ -8,7 +8,7 @@ It is deliberately small (two conv blocks + one hidden fully connected layer) so
 MNIST within a couple of minutes on 2 CPU cores.
 
 Conventions (shared with the rest of the project):
-- datasets are uint8 NCHW; networks take float32 in [-1, 1] computed as x / 127.5 - 1;
+- datasets are uint8 NCHW; networks take float32 in [-1, 1] (core.images.uint8_to_model);
 - `features(x)` is the penultimate (hidden fully connected) layer, the representation used for FCD and
   for the quality score's nearest-neighbour distance.
 """
@@ -23,10 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-
-def to_float(x_uint8: np.ndarray) -> np.ndarray:
-    """uint8 images in [0, 255] -> float32 in [-1, 1] (the networks' input convention)."""
-    return (np.asarray(x_uint8, dtype=np.float32) / 127.5) - 1.0
+from core.images import uint8_to_model
 
 
 class Classifier(nn.Module):
@@ -118,7 +115,7 @@ def train_classifier(
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
 
     # Convert once: 60k MNIST images are 188 MB as float32, fine, and it avoids per-step conversions.
-    x_all = torch.from_numpy(to_float(x_uint8))
+    x_all = torch.from_numpy(uint8_to_model(x_uint8))
     y_all = torch.from_numpy(y)
 
     iterator = range(steps)
@@ -202,7 +199,7 @@ def predict(
     """
     x = np.asarray(x_float)
     if x.dtype == np.uint8:
-        x = to_float(x)
+        x = uint8_to_model(x)
     was_training = clf.training
     clf.eval()
     device = next(clf.parameters()).device

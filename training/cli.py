@@ -144,8 +144,10 @@ def sample(
 
     import numpy as np
 
-    from training.grid import save_grid
-    from training.manifest import ManifestError, load_manifest, model_to_uint8, sample_latents
+    from core.grid import save_grid
+    from core.images import model_to_uint8
+    from core.latent import sample_latents
+    from core.manifest import ManifestError, load_manifest
 
     if out.suffix not in (".png", ".npz"):
         _fail("--out must end in .png or .npz")
@@ -195,7 +197,7 @@ def learn_priors_cmd(
     from training.config import TrainConfig
     from training.dataset import DataError, load_dataset, load_images
     from training.export import export_model, load_exported
-    from training.manifest import load_manifest
+    from core.manifest import load_manifest
     from training.priors import learn_priors
     from training.train import load_training_data
 

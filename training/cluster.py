@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from .classifier import predict, train_classifier
-from .manifest import model_to_uint8, uint8_to_model
+from core.images import model_to_uint8, uint8_to_model
 from .model import NemganModel
 
 

@@ -4,7 +4,7 @@ This module is deliberately torch-free (numpy + pillow only) so the CLI, the ser
 tests can inspect data sets without importing torch. Everything returns plain numpy arrays:
 
 * images are ``uint8 [N, C, H, W]`` on the way in (compact: 60k MNIST images are 47 MB) and
-  are converted to the model's float range ``[-1, 1]`` only per batch (:func:`to_float`);
+  are converted to the model's float range ``[-1, 1]`` only per batch (``core.images.uint8_to_model``);
 * labels are ``int64 [N]`` in ``0..n_classes-1`` or ``None`` for unlabeled data.
 
 Reading order: errors -> IDX files -> other sources (npz/npy/image folders) -> ``DataSpec`` and
@@ -30,6 +30,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from core.data import FASHION_MNIST_CLASSES, MNIST_CLASSES, PRESETS, default_data_root, resolve_path
+from core.errors import DataError
+
 __all__ = [
     "DataError",
     "read_idx",
@@ -42,15 +45,11 @@ __all__ = [
     "default_data_root",
     "load_dataset",
     "labeled_indices",
-    "to_float",
-    "from_float",
     "fake_dataset",
     "BatchIterator",
 ]
 
 
-class DataError(ValueError):
-    """Missing, malformed or unsupported input data (the message names the file and the problem)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -489,45 +488,6 @@ class ImageDataset:
 
 
 # --------------------------------------------------------------------------------------------
-# Presets
-# --------------------------------------------------------------------------------------------
-
-MNIST_CLASSES = [str(d) for d in range(10)]
-FASHION_MNIST_CLASSES = [
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-]
-
-# name -> DataSpec keyword arguments; ``path`` is relative to the data root.
-# The two-class imbalanced MNIST sets (3 vs 5, 0 vs 4) and the 5-group merges follow the
-# NEMGAN paper's experiments on imbalanced modes.
-PRESETS: dict[str, dict] = {
-    "mnist": dict(path="mnist", class_names=MNIST_CLASSES),
-    "fashion-mnist": dict(path="fashion-mnist", class_names=FASHION_MNIST_CLASSES),
-    "mnist-2-50-50": dict(path="mnist", classes=[3, 5], ratios=[0.5, 0.5], class_names=MNIST_CLASSES),
-    "mnist-2-70-30": dict(path="mnist", classes=[3, 5], ratios=[0.7, 0.3], class_names=MNIST_CLASSES),
-    "mnist-2-90-10": dict(path="mnist", classes=[3, 5], ratios=[0.9, 0.1], class_names=MNIST_CLASSES),
-    "mnist-2-04-70-30": dict(path="mnist", classes=[0, 4], ratios=[0.7, 0.3], class_names=MNIST_CLASSES),
-    "mnist-2-04-90-10": dict(path="mnist", classes=[0, 4], ratios=[0.9, 0.1], class_names=MNIST_CLASSES),
-    "mnist-5": dict(path="mnist", groups=[[3, 5, 8], [2], [1, 4, 7, 9], [6], [0]], class_names=MNIST_CLASSES),
-    # Sandal+Sneaker+Ankle boot / Bag / T-shirt+Dress / Pullover+Coat+Shirt / Trouser
-    "fmnist-5": dict(
-        path="fashion-mnist", groups=[[5, 7, 9], [8], [0, 3], [2, 4, 6], [1]],
-        class_names=FASHION_MNIST_CLASSES,
-    ),
-}
-PRESETS["fmnist"] = PRESETS["fashion-mnist"]
-
-
-def default_data_root() -> Path:
-    """$NEMGAN_DATA_DIR, else the workplace's shared data folder beside the repository."""
-    env = os.environ.get("NEMGAN_DATA_DIR")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-# --------------------------------------------------------------------------------------------
 # Subsetting: classes, groups, ratios, caps
 # --------------------------------------------------------------------------------------------
 
@@ -676,14 +636,6 @@ def _ensure_one_each(n: np.ndarray, counts: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
-def _resolve_path(path: str, data_root: Path) -> Path:
-    """Absolute or cwd-relative paths that exist win; otherwise the path is relative to the data root."""
-    p = Path(path).expanduser()
-    if p.is_absolute() or p.exists():
-        return p
-    return data_root / p
-
-
 def load_dataset(
     spec: DataSpec | str, split: str | None = None, data_root: str | os.PathLike | None = None
 ) -> ImageDataset:
@@ -706,7 +658,7 @@ def load_dataset(
         spec = dataclasses.replace(spec, split=split)
 
     root = Path(data_root) if data_root is not None else default_data_root()
-    path = _resolve_path(spec.path, root)
+    path = resolve_path(spec.path, root)
     if not path.exists():
         hint = "" if preset_name is None and Path(spec.path).is_absolute() else (
             f" (looked relative to the data root {root}; set NEMGAN_DATA_DIR or pass data_root; "
@@ -779,22 +731,6 @@ def labeled_indices(
         return np.sort(rng.choice(n, size=total, replace=False)).astype(np.int64)
     alloc = _ensure_one_each(_allocate(total, counts.astype(np.float64), counts), counts)
     return _pick(rng, y, alloc).astype(np.int64)
-
-
-# --------------------------------------------------------------------------------------------
-# Pixel range
-# --------------------------------------------------------------------------------------------
-
-
-def to_float(x_uint8: np.ndarray) -> np.ndarray:
-    """uint8 pixels -> float32 in [-1, 1] (the generator's tanh output range)."""
-    return np.asarray(x_uint8, dtype=np.float32) / np.float32(127.5) - np.float32(1.0)
-
-
-def from_float(x: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`to_float`: [-1, 1] floats -> uint8, clipping what a generator overshoots."""
-    x = np.asarray(x, dtype=np.float32)
-    return np.clip(np.rint((x + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Export a trained NemganModel to a model directory (the contract in training/manifest.py).
+"""Export a trained NemganModel to a model directory (the contract in core/manifest.py).
 
 g, h1 and h2 are written as TorchScript (traced in eval mode) and ONNX (dynamic batch axis), then
 checked for parity against the eager model on random batches; the measured max abs errors go into
@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .manifest import ONNX_FUSED_IO, ONNX_IO, ImageSpec, load_manifest, write_manifest
+from core.images import ImageSpec
+from core.manifest import ONNX_FUSED_IO, ONNX_IO, load_manifest, write_manifest
 from .model import NemganModel
 
 # float32 through different kernels (oneDNN via ORT vs ATen): differences are ~1e-6; 1e-4 leaves

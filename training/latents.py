@@ -12,7 +12,7 @@ Three families, one interface (`Latent`):
   (the diagonal variant the thesis suggests to keep the parameter count at 2*K*D).
 
 Every latent exports a `LatentSpec` (centres, scales, priors, noise) so that consumers sample with
-numpy only; see training/manifest.py for the formula. Training samples in torch (`sample`) so that
+numpy only; see core/latent.py for the formula. Training samples in torch (`sample`) so that
 gradients reach alpha / mu / s.
 """
 
@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .manifest import LatentSpec
+from core.latent import LatentSpec
 
 LATENT_KINDS = ("nemgan", "nemgan-p", "mmgan-static", "mmgan-dynamic", "unimodal")
 

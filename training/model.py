@@ -76,7 +76,7 @@ class NemganModel(nn.Module):
                  batch_size: int = 1000) -> tuple[np.ndarray, np.ndarray]:
         """Images float32 [-1, 1] NCHW and their modes, latents drawn by the numpy spec sampler
         (the same draw the exported model and the service make for a given seed)."""
-        from .manifest import sample_latents
+        from core.latent import sample_latents
 
         z, modes = sample_latents(self.latent.spec(), n, mode, sigma, seed)
         was = self.g.training

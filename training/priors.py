@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from . import loss as L
-from .manifest import uint8_to_model
+from core.images import uint8_to_model
 from .model import NemganModel
 from .train import random_shift
 

@@ -24,8 +24,10 @@ import torch
 
 from . import loss as L
 from .config import TrainConfig
-from .dataset import BatchIterator, DataSpec, ImageDataset, fake_dataset, labeled_indices, load_dataset, to_float
-from .grid import save_grid
+from core.grid import save_grid
+from core.images import uint8_to_model
+
+from .dataset import BatchIterator, DataSpec, ImageDataset, fake_dataset, labeled_indices, load_dataset
 from .metrics import clustering_report
 from .model import NemganModel
 
@@ -94,8 +96,8 @@ class Trainer:
         perm = np.random.default_rng(cfg.seed).permutation(n)
         n_val = min(cfg.val_samples, n // 5)
         self.val_idx, self.train_idx = perm[:n_val], perm[n_val:]
-        self.x_train = torch.from_numpy(to_float(ds.x[self.train_idx]))
-        self.x_val = torch.from_numpy(to_float(ds.x[self.val_idx]))
+        self.x_train = torch.from_numpy(uint8_to_model(ds.x[self.train_idx]))
+        self.x_val = torch.from_numpy(uint8_to_model(ds.x[self.val_idx]))
         self.y_val = ds.y[self.val_idx]
         self.y_train = ds.y[self.train_idx]  # indexed once: the supervised MM-GAN step reads it every step
         self.lab_idx = np.zeros(0, np.int64)

@@ -13,7 +13,8 @@ from pathlib import PurePosixPath
 
 import numpy as np
 
-from training.manifest import Manifest, model_to_uint8, prepare_array_batch, preprocess_image_bytes
+from core.images import decode_image, model_to_uint8, prepare_array_batch
+from core.manifest import Manifest
 
 IMAGE_EXT = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
 
@@ -55,12 +56,12 @@ def _zip(data: bytes, m: Manifest, labeled: bool, max_images: int, max_bytes: in
                 raise UploadError(f"{info.filename}: images must sit in one folder per class", 422)
             ys.append(_mode_of(parts[-2], m))
         try:
-            xs.append(preprocess_image_bytes(zf.read(info), spec))
+            xs.append(decode_image(zf.read(info), spec))
         except ValueError as e:
             raise UploadError(f"{info.filename}: {e}") from None
         except (zipfile.BadZipFile, OSError, EOFError) as e:
             raise UploadError(f"{info.filename}: cannot read from the zip: {e}") from None
-    x = model_to_uint8(np.stack(xs))
+    x = np.stack(xs)
     return x, (np.asarray(ys, np.int64) if labeled else None)
 
 

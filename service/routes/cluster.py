@@ -9,10 +9,11 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from training.manifest import model_to_uint8, softmax
+from core.images import decode_images, model_to_uint8
+from core.modes import softmax
 
 from ..deps import PoolDep, SettingsDep
-from ..encoding import Part, b64png, decode_images, load_array, parse_multipart
+from ..encoding import Part, b64png, load_array, parse_multipart
 from ..errors import ApiError
 from ..schemas import ClusterResponse, ErrorBody
 

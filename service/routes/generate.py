@@ -13,11 +13,12 @@ from typing import Annotated
 from fastapi import APIRouter, Body
 from fastapi.responses import Response
 
-from training.grid import make_grid
-from training.manifest import sample_latents
+from core.grid import make_grid
+from core.images import model_to_uint8
+from core.latent import sample_latents
 
 from ..deps import PoolDep, SettingsDep
-from ..encoding import b64png, model_to_uint8, npz_bytes, png_bytes, zip_of_pngs
+from ..encoding import b64png, npz_bytes, png_bytes, zip_of_pngs
 from ..errors import ApiError
 from ..schemas import ErrorBody, GenerateRequest, GenerateResponse
 

@@ -135,13 +135,9 @@ def _default_unlabeled_available(manifest, settings) -> bool:
     ds = str(training.get("dataset") or "")
     if not ds:
         return False
-    from training.dataset import PRESETS
+    from core.data import dataset_path
 
-    path = PRESETS.get(ds.lower(), {}).get("path", ds)
-    from pathlib import Path
-
-    p = Path(path)
-    return p.exists() if p.is_absolute() else (settings.data_dir / p).exists()
+    return dataset_path(ds, settings.data_dir).exists()
 
 
 def _save(d, x_l, y_l, x_u) -> None:

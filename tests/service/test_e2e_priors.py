@@ -50,7 +50,7 @@ def _labeled_zip(data_root, labels: list[str], per_class: int = 20) -> bytes:
 
 @pytest.mark.slow
 def test_learned_priors_drive_generation(tmp_path, imbalanced_model, data_root):
-    from training.manifest import load_manifest
+    from core.manifest import load_manifest
 
     labels = load_manifest(imbalanced_model).mode_labels
     assert labels == ["3", "5"]

@@ -40,7 +40,7 @@ def imgs():
 def test_export_writes_fused_h_with_parity(tiny_model_dir):
     import onnxruntime as ort
 
-    from training.manifest import load_manifest
+    from core.manifest import load_manifest
 
     man = load_manifest(tiny_model_dir, verify=True)
     assert man.has_onnx("h") and man.data["onnx"]["h"]["outputs"] == ["z", "logits"]
@@ -56,7 +56,7 @@ def test_export_writes_fused_h_with_parity(tiny_model_dir):
 @pytest.fixture(scope="module")
 def unfused_model_dir(tiny_model_dir, tmp_path_factory):
     """The tiny model as exported before h.onnx existed (manifest without onnx.h)."""
-    from training.manifest import load_manifest, write_manifest
+    from core.manifest import load_manifest, write_manifest
 
     d = tmp_path_factory.mktemp("unfused") / "tiny"
     shutil.copytree(tiny_model_dir, d)
@@ -196,8 +196,11 @@ def test_multipart_parser_matches_starlette():
 
 
 def test_png_decoding_matches_pillow_reference(imgs):
-    from service.encoding import _fast_png, decode_images
-    from training.manifest import ImageSpec, preprocess_image_bytes
+    from core.images import ImageSpec, decode_image, decode_images, uint8_to_model
+    from core.png import decode_png as _fast_png
+
+    def preprocess_image_bytes(b, spec):  # the reference: Pillow's full decoder, no fast path
+        return uint8_to_model(decode_image(b, spec, fast=False))
 
     g = (np.add.outer(np.arange(28), np.arange(28)) * 4).astype(np.uint8)  # smooth: every PNG row filter
     cases = [png(imgs[0]), png(g), png(g, compress_level=0), png(g, optimize=True),
@@ -226,7 +229,7 @@ def test_png_decoding_matches_pillow_reference(imgs):
     np.zeros((2, 28, 28), np.float64), np.zeros((0, 28, 28), np.uint8)])
 def test_npy_fast_path_matches_np_load(arr):
     from service.encoding import load_array
-    from training.manifest import ImageSpec, prepare_array_batch
+    from core.images import ImageSpec, prepare_array_batch
 
     spec = ImageSpec(1, 28, 28)
     got = load_array(npy_bytes(arr), spec)

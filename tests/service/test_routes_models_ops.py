@@ -14,7 +14,8 @@ from service.registry import Registry
 
 def _second_version(settings, tiny_model_dir):
     """Publish a copy of the tiny model with other priors as version 2 (not active)."""
-    from training.manifest import LatentSpec, load_manifest, write_manifest
+    from core.latent import LatentSpec
+    from core.manifest import load_manifest, write_manifest
 
     reg = Registry(settings.registry)
     staging = reg.staging_dir("tiny", "manual")

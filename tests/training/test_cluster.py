@@ -5,7 +5,7 @@ import numpy as np
 from training.cluster import cluster_generated_classifier, cluster_h
 from training.config import TrainConfig
 from training.dataset import load_dataset
-from training.manifest import uint8_to_model
+from core.images import uint8_to_model
 from training.metrics import hungarian_acc
 from training.model import NemganModel
 

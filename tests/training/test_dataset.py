@@ -18,12 +18,10 @@ from training.dataset import (
     DataSpec,
     ImageDataset,
     fake_dataset,
-    from_float,
     labeled_indices,
     load_dataset,
     load_images,
     read_idx,
-    to_float,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -276,14 +274,6 @@ def test_labeled_indices_stratified():
     idx = labeled_indices(y, count=7, per_class=False, seed=1)
     assert len(idx) == 7 and len(set(idx)) == 7
     assert len(labeled_indices(y, fraction=1.0)) == len(y)
-
-
-def test_float_round_trip():
-    x = np.arange(256, dtype=np.uint8)
-    f = to_float(x)
-    assert f.dtype == np.float32 and f.min() == -1.0 and f.max() == 1.0
-    np.testing.assert_array_equal(from_float(f), x)
-    np.testing.assert_array_equal(from_float(np.array([-3.0, 2.0])), [0, 255])
 
 
 def test_fake_dataset_and_subset():

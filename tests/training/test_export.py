@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from training.export import PARITY_ATOL, check_parity, export_model, load_exported
-from training.manifest import ManifestError, load_manifest, sample_latents
+from core.latent import sample_latents
+from core.manifest import ManifestError, load_manifest
 from training.model import NemganModel
 
 

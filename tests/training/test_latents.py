@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from training.latents import GaussianMixtureLatent, NEMGANLatent, NEMGANPLatent, build_latent
-from training.manifest import LatentSpec, sample_latents
+from core.latent import LatentSpec, sample_latents
 
 
 @pytest.mark.parametrize("kind", ["nemgan", "nemgan-p", "mmgan-static", "mmgan-dynamic", "unimodal"])

@@ -317,7 +317,8 @@ def tiny_clf(mnist_38):
 
 
 def test_tiny_classifier_learns_two_mnist_digits(tiny_clf, mnist_38):
-    from training.classifier import predict, to_float
+    from core.images import uint8_to_model as to_float
+    from training.classifier import predict
 
     x, y = mnist_38["test"]
     labels, feats = predict(tiny_clf, to_float(x))
@@ -331,7 +332,8 @@ def test_tiny_classifier_learns_two_mnist_digits(tiny_clf, mnist_38):
 def test_classifier_save_load_round_trip(tiny_clf, mnist_38, tmp_path):
     import torch
 
-    from training.classifier import load_classifier, save_classifier, to_float
+    from core.images import uint8_to_model as to_float
+    from training.classifier import load_classifier, save_classifier
 
     path = tmp_path / "clf.pt"
     save_classifier(tiny_clf, path)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .manifest import model_to_uint8
+from .images import model_to_uint8
 
 
 def make_grid(images: np.ndarray, nrow: int, pad: int = 2) -> np.ndarray:
@@ -31,14 +31,3 @@ def save_grid(images: np.ndarray, path: str | Path, nrow: int) -> Path:
     Image.fromarray(make_grid(images, nrow)).save(path)
     return path
 
-
-def encode_png(image_chw_uint8: np.ndarray) -> bytes:
-    """One uint8 CHW image -> PNG bytes."""
-    import io
-
-    from PIL import Image
-
-    a = image_chw_uint8[0] if image_chw_uint8.shape[0] == 1 else image_chw_uint8.transpose(1, 2, 0)
-    buf = io.BytesIO()
-    Image.fromarray(a).save(buf, format="PNG")
-    return buf.getvalue()
