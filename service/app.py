@@ -18,7 +18,7 @@ from .fastpath import FastPath
 from .jobs.store import JobStore
 from .middleware import BodyLimitMiddleware, MetricsMiddleware
 from .registry import Registry
-from .routes import cluster, generate, health, jobs, metrics, models
+from .routes import cluster, docs, generate, health, jobs, metrics, models, playground
 from .runtime import ModelPool
 from .settings import Settings
 
@@ -91,7 +91,9 @@ class NemganApp(FastAPI):
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     s = settings or Settings()
-    app = NemganApp(title="nemgan", version="1", description=DESCRIPTION, lifespan=lifespan)
+    # docs_url/redoc_url off: FastAPI's pages load their assets from a CDN; routes/docs.py serves them locally
+    app = NemganApp(title="nemgan", version="1", description=DESCRIPTION, lifespan=lifespan, docs_url=None,
+                    redoc_url=None)
     app.state.settings = s
     app.state.draining = False
     app.state.started_at = time.time()
@@ -113,6 +115,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app, s.retry_after_s)
     for r in (health, metrics, generate, cluster, models, jobs):
         app.include_router(r.router)
+    docs.install(app)
+    playground.install(app)
     app.add_middleware(BodyLimitMiddleware, default_cap=s.max_upload_bytes,
                        caps={"/v1/priors/learn": s.max_job_upload_bytes})
     app.add_middleware(MetricsMiddleware)
