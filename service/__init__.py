@@ -1,4 +1,4 @@
 """nemgan inference service: FastAPI + ONNX Runtime request path, Celery prior-learning jobs.
 
-Keep this package import light: `service.cli` is imported by the training CLI at start-up.
+Torch-free (tests/core/test_torch_free.py); the `nemgan serve` / `nemgan worker` commands are in cli/serve.py.
 """

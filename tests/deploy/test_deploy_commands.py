@@ -181,7 +181,7 @@ def test_healthcheck_script_fails_when_nothing_listens():
 
 
 def test_build_context_builds_the_package(tmp_path):
-    """What the Dockerfiles copy (pyproject.toml, README.md, training/, service/) is enough to build the wheel they
+    """What the Dockerfiles copy (pyproject.toml, README.md, core/, cli/, training/, service/) is enough to build the wheel they
     install, and the wheel carries both packages and the console script."""
     import shutil
     import zipfile
@@ -192,13 +192,13 @@ def test_build_context_builds_the_package(tmp_path):
     for rel in ("pyproject.toml", "README.md"):
         if (REPO / rel).exists():
             shutil.copy(REPO / rel, ctx / rel)
-    for rel in ("training", "service"):
+    for rel in ("core", "cli", "training", "service"):
         shutil.copytree(REPO / rel, ctx / rel, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w",
                         str(tmp_path / "dist"), str(ctx)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     (wheel,) = (tmp_path / "dist").glob("nemgan-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert "service/cli.py" in names and "training/cli.py" in names
+    assert "cli/serve.py" in names and "cli/train.py" in names and "core/manifest.py" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "nemgan = training.cli:app" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "nemgan = cli:app" in zipfile.ZipFile(wheel).read(entry_points).decode()

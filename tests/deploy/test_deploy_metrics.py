@@ -25,7 +25,7 @@ from deploy_helpers import (
 
 pytest.importorskip("prometheus_client", reason="serving extra (prometheus-client) not installed")
 try:
-    import service.cli  # noqa: F401
+    import cli.serve  # noqa: F401
     import service.app  # noqa: F401
 except ImportError as e:  # the service is written concurrently with the deployment files
     pytest.skip(f"service/ not importable yet: {e}", allow_module_level=True)

@@ -79,8 +79,8 @@ def test_sigterm_finishes_inflight_requests(tmp_path, tiny_model_dir):
 
 NO_TORCH = r"""
 import io, sys
-import service.cli
-assert not {"fastapi", "celery", "onnxruntime", "torch"} & set(sys.modules), "service.cli is not light"
+import cli
+assert not {"fastapi", "celery", "onnxruntime", "torch"} & set(sys.modules), "the nemgan CLI is not light"
 import numpy as np
 from fastapi.testclient import TestClient
 from service.app import create_app

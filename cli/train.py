@@ -1,75 +1,110 @@
-"""`nemgan` command line: train, eval, export, sample, learn-priors (and serve / worker from service/).
+"""The training commands: `nemgan train`, `eval`, `export`, `learn-priors`.
 
-Heavy imports (torch, onnxruntime, fastapi) happen inside the commands, so `nemgan --help` is instant
-and `nemgan sample` runs without torch.
+torch and the rest of the training extra are imported inside each command (a serving-only install lists
+them in --help and says what to install when one is run).
 """
 
 from __future__ import annotations
 
 import json
-import sys
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
-                  help="Train, export and serve mode-matching GANs (NEMGAN, NEMGAN-P, MM-GAN).")
+from .common import fail, need, parse_value
+
+# What a run folder holds (training/train.py); --force removes exactly these before a fresh run.
+RUN_FILES = ("last.pt", "best.pt", "options.json", "stats.jsonl", "summary.json", "samples")
 
 
-def _fail(msg: str, code: int = 2) -> None:
-    typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code)
+def run_folder(out: Optional[str], default: str, dry_run: bool, resume: bool, force: bool) -> str:
+    """The run folder to train into, refusing to touch an existing run unless asked.
+
+    --dry-run without --out gets a fresh temporary folder (never the real runs/); a folder that already
+    holds a run (last.pt) is continued only with --resume and replaced only with --force."""
+    if resume and force:
+        fail("--resume continues the run in --out and --force replaces it: pass one of them")
+    if out is None:
+        if dry_run:
+            return tempfile.mkdtemp(prefix="nemgan-dry-run-")
+        out = default
+    d = Path(out)
+    if (d / "last.pt").is_file() and not resume:
+        if not force:
+            fail(f"{d} already holds a run (last.pt): pass --resume to continue it, --force to replace it, "
+                 "or another --out")
+        for name in RUN_FILES:
+            f = d / name
+            shutil.rmtree(f) if f.is_dir() else f.unlink(missing_ok=True)
+    return out
 
 
-def _parse_value(v: str):
-    try:
-        return json.loads(v)
-    except json.JSONDecodeError:
-        return v
-
-
-@app.command()
 def train(
-    out: Annotated[str, typer.Option("--out", "-o", help="Run folder (options.json, stats.jsonl, samples/, last.pt, best.pt).")] = "runs/mnist",
-    dataset: Annotated[str, typer.Option(help="Preset (mnist, fashion-mnist, mnist-2-70-30, mnist-2-90-10, mnist-5, fmnist-5, ...) or a path (IDX dir, .npz, image folder).")] = "mnist",
-    steps: Annotated[int, typer.Option(help="Training steps (one d step + one g/h step each).")] = 5000,
-    batch_size: Annotated[int, typer.Option(help="Minibatch size.")] = 64,
-    latent: Annotated[str, typer.Option(help="Latent kind: nemgan | nemgan-p | mmgan-static | mmgan-dynamic.")] = "nemgan",
-    priors: Annotated[str, typer.Option(help="uniform | data (true class frequencies) | learned | JSON list.")] = "uniform",
-    labeled_fraction: Annotated[float, typer.Option(help="Fraction of training labels used to supervise h (0 = unsupervised; 000 sec. 4.5).")] = 0.0,
-    gan_loss: Annotated[str, typer.Option(help="gan (non-saturating) | wgan-gp.")] = "gan",
-    seed: Annotated[int, typer.Option(help="Random seed (data split, init, latents).")] = 0,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
-    config: Annotated[Optional[Path], typer.Option(help="JSON file with TrainConfig fields (command-line options win).")] = None,
+    out: Annotated[Optional[str], typer.Option("--out", "-o", help="Run folder (options.json, stats.jsonl, samples/, last.pt, best.pt). Default: runs/mnist (or the --config/--preset out_dir); with --dry-run a fresh temporary folder.")] = None,
+    preset: Annotated[Optional[str], typer.Option(help="Named recipe from training/config.py PRESETS (e.g. mnist-unsup); the options below and --set override it.")] = None,
+    dataset: Annotated[Optional[str], typer.Option(help="Preset (mnist, fashion-mnist, mnist-2-70-30, mnist-2-90-10, mnist-5, fmnist-5, ...) or a path (IDX dir, .npz, image folder). Default: mnist.")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Training steps (one d step + one g/h step each). Default: 5000.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Minibatch size. Default: 64.")] = None,
+    latent: Annotated[Optional[str], typer.Option(help="Latent kind: nemgan | nemgan-p | mmgan-static | mmgan-dynamic. Default: nemgan.")] = None,
+    priors: Annotated[Optional[str], typer.Option(help="uniform | data (true class frequencies) | learned | JSON list. Default: uniform.")] = None,
+    labeled_fraction: Annotated[Optional[float], typer.Option(help="Fraction of training labels used to supervise h (0 = unsupervised; 000 sec. 4.5). Default: 0.")] = None,
+    gan_loss: Annotated[Optional[str], typer.Option(help="gan (non-saturating) | wgan-gp. Default: gan.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed (data split, init, latents). Default: 0.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda. Default: auto.")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="JSON file with TrainConfig fields (over --preset; command-line options win).")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Any TrainConfig field, e.g. --set latent_dim=64 --set c2=false. Repeatable.")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue from OUT/last.pt if it exists (only --steps may change).")] = False,
-    dry_run: Annotated[bool, typer.Option(help="Run 3 steps on fake data: a cheap smoke test.")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last.pt (only --steps may change).")] = False,
+    force: Annotated[bool, typer.Option(help="Replace the run already in --out (its checkpoints, stats and samples).")] = False,
+    dry_run: Annotated[bool, typer.Option(help="Run 3 steps on fake data in a temporary folder: a cheap smoke test.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ):
-    """Train a model; writes a run folder and prints a JSON summary."""
-    from training.config import TrainConfig
-    from training.dataset import DataError
-    from training.train import train as run_train
+    """Train a model; writes a run folder and prints a JSON summary.
 
-    base = json.loads(config.read_text()) if config else {}
-    base.update(out_dir=out, dataset=dataset, steps=steps, batch_size=batch_size, latent_kind=latent,
-                priors=_parse_value(priors) if priors.startswith("[") else priors, labeled_fraction=labeled_fraction,
-                gan_loss=gan_loss, seed=seed, device=device, dry_run=dry_run)
+    Settings are layered: TrainConfig defaults < --preset < --config < the options above < --set."""
+    try:
+        from training.config import TrainConfig
+        from training.dataset import DataError
+        from training.train import train as run_train
+    except ImportError as e:
+        need("training", e)
+
+    base: dict = {}
+    if preset is not None:
+        from training import config as config_mod
+
+        if not hasattr(config_mod, "preset"):
+            fail("this version of training/config.py has no presets (training.config.preset)")
+        try:
+            base.update(config_mod.preset(preset))
+        except (KeyError, ValueError) as e:
+            fail(str(e).strip("'\""))
+    if config:
+        try:
+            base.update(json.loads(config.read_text()))
+        except (OSError, json.JSONDecodeError) as e:
+            fail(f"--config {config}: {e}")
+    given = dict(dataset=dataset, steps=steps, batch_size=batch_size, latent_kind=latent,
+                 priors=None if priors is None else parse_value(priors) if priors.startswith("[") else priors,
+                 labeled_fraction=labeled_fraction, gan_loss=gan_loss, seed=seed, device=device)
+    base.update({k: v for k, v in given.items() if v is not None})
+    base["dry_run"] = dry_run
     for item in set_ or []:
         if "=" not in item:
-            _fail(f"--set expects key=value, got {item!r}")
+            fail(f"--set expects key=value, got {item!r}")
         k, v = item.split("=", 1)
-        base[k.strip()] = _parse_value(v.strip())
+        base[k.strip()] = parse_value(v.strip())
+    base["out_dir"] = run_folder(out, str(base.get("out_dir") or TrainConfig.out_dir), dry_run, resume, force)
     try:
         cfg = TrainConfig.from_dict(base).validate()
         summary = run_train(cfg, resume=resume, progress=progress)
     except (ValueError, DataError, FileNotFoundError) as e:
-        _fail(str(e))
+        fail(str(e))
     typer.echo(json.dumps(summary, indent=2))
 
 
-@app.command("eval")
 def eval_(
     model: Annotated[Path, typer.Argument(help="Run folder, .pt checkpoint or exported model directory.")],
     metrics: Annotated[str, typer.Option(help="Comma-separated metric names (see --list).")] = "cluster,gen_purity,fcd,prior_error",
@@ -81,26 +116,27 @@ def eval_(
     list_: Annotated[bool, typer.Option("--list", help="List the registered metrics and exit.")] = False,
 ):
     """Evaluate a model: Hungarian ACC / NMI / ARI / purity of h, FCD, per-mode purity, prior error."""
-    from training.metrics import list_metrics
+    try:
+        from training.evaluate import evaluate, load_any
+        from training.metrics import list_metrics
+    except ImportError as e:
+        need("training", e)
 
     if list_:
         typer.echo("\n".join(list_metrics()))
         raise typer.Exit(0)
-    from training.evaluate import evaluate, load_any
-
     try:
         m = load_any(model)
         res = evaluate(m, [s.strip() for s in metrics.split(",") if s.strip()], split=split, data_root=data_root,
                        algorithm2=algorithm2, max_samples=max_samples)
     except (ValueError, FileNotFoundError) as e:
-        _fail(str(e))
+        fail(str(e))
     text = json.dumps(res, indent=2, default=float)
     if out:
         out.write_text(text + "\n")
     typer.echo(text)
 
 
-@app.command()
 def export(
     checkpoint: Annotated[Path, typer.Argument(help="Run folder (uses best.pt) or .pt checkpoint.")],
     out: Annotated[Path, typer.Argument(help="Model directory to write.")],
@@ -111,8 +147,11 @@ def export(
     force: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
 ):
     """Export g, h1, h2 to TorchScript + ONNX with manifest.json, checked for parity against the eager model."""
-    from training.export import export_model
-    from training.model import NemganModel
+    try:
+        from training.export import export_model
+        from training.model import NemganModel
+    except ImportError as e:
+        need("training", e)
 
     try:
         m = NemganModel.load(checkpoint)
@@ -124,60 +163,11 @@ def export(
         p = export_model(m, out, name or out.name, version, metrics=metrics, supervision=supervision,
                          extra=extra, overwrite=force)
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:
-        _fail(str(e))
+        fail(str(e))
     man = json.loads((p / "manifest.json").read_text())
     typer.echo(json.dumps({"model_dir": str(p), "parity": man["parity"]}, indent=2))
 
 
-@app.command()
-def sample(
-    model_dir: Annotated[Path, typer.Argument(help="Exported model directory (manifest.json).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help=".png (grid) or .npz (key 'images', uint8 NCHW, plus 'modes').")],
-    mode: Annotated[Optional[str], typer.Option(help="Mode index or label; omit to draw modes from the priors; 'all' = one grid row per mode.")] = None,
-    n: Annotated[int, typer.Option(help="Number of images (per mode with --mode all).")] = 16,
-    sigma: Annotated[float, typer.Option(help="Noise scale: 0 = mode centre, <1 quality, >1 diversity (004 sec. 4.3).")] = 1.0,
-    seed: Annotated[Optional[int], typer.Option(help="Seed: the same seed gives the same images.")] = None,
-    nrow: Annotated[Optional[int], typer.Option(help="Images per grid row (default: n for --mode all, else 8).")] = None,
-):
-    """Generate images with the exported ONNX generator (no torch needed)."""
-    import math
-
-    import numpy as np
-
-    from core.grid import save_grid
-    from core.images import model_to_uint8
-    from core.latent import sample_latents
-    from core.manifest import ManifestError, load_manifest
-
-    if out.suffix not in (".png", ".npz"):
-        _fail("--out must end in .png or .npz")
-    if n < 1 or not math.isfinite(sigma) or sigma < 0:
-        _fail("n must be >= 1 and sigma a finite number >= 0")
-    try:
-        import onnxruntime as ort
-
-        man = load_manifest(model_dir)
-        spec = man.latent_spec()
-        sess = ort.InferenceSession(str(man.onnx_path("g")), providers=["CPUExecutionProvider"])
-        if mode == "all":
-            zs = [sample_latents(spec, n, k, sigma, None if seed is None else seed + k) for k in range(man.n_modes)]
-            z, modes = np.concatenate([a for a, _ in zs]), np.concatenate([b for _, b in zs])
-            nrow = nrow or n
-        else:
-            k = man.resolve_mode(int(mode) if mode is not None and mode.lstrip("-").isdigit() else mode)
-            z, modes = sample_latents(spec, n, k, sigma, seed)
-        x = sess.run(None, {"z": z})[0]
-    except (ManifestError, ValueError) as e:
-        _fail(str(e))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix == ".png":
-        save_grid(x, out, nrow=nrow or 8)
-    else:
-        np.savez_compressed(out, images=model_to_uint8(x), modes=modes)
-    typer.echo(json.dumps({"out": str(out), "n": int(len(x)), "modes": np.bincount(modes, minlength=man.n_modes).tolist()}))
-
-
-@app.command("learn-priors")
 def learn_priors_cmd(
     model_dir: Annotated[Path, typer.Argument(help="Exported model directory.")],
     labeled: Annotated[Path, typer.Option(help="Small labeled set: .npz with x,y or an image folder with one sub-folder per mode.")],
@@ -206,7 +196,7 @@ def learn_priors_cmd(
         model = load_exported(model_dir)
         x_l, y_l, _ = load_images(labeled)
         if y_l is None:
-            _fail(f"{labeled} has no labels")
+            fail(f"{labeled} has no labels")
         if unlabeled is None:  # the model's own training data (preset + any subset/ratio overrides)
             x_u = load_training_data(TrainConfig.from_dict(man.data["training"]), "train").x
         else:
@@ -225,27 +215,6 @@ def learn_priors_cmd(
         export_model(model, out, man.name, new_version, metrics={**man.data.get("metrics", {}), "prior_learning": res.metrics},
                      overwrite=force)
     except (ValueError, DataError, FileNotFoundError, FileExistsError) as e:
-        _fail(str(e))
+        fail(str(e))
     typer.echo(json.dumps({"model_dir": str(out), "version": new_version, "priors": np.round(res.priors, 4).tolist(),
                            "labeled_acc": res.metrics["labeled_acc"]}, indent=2))
-
-
-def _register_service_commands() -> None:
-    """serve / worker live in service/cli.py; registered only if the serving extra is importable."""
-    try:
-        from service.cli import serve, worker  # light module: fastapi/celery are imported inside
-    except ImportError:
-        return
-    app.command(help=serve.__doc__)(serve)
-    app.command(help=worker.__doc__)(worker)
-
-
-_register_service_commands()
-
-
-def main() -> None:  # pragma: no cover
-    app()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from training.cli import app
+from cli import app
 
 runner = CliRunner()
 
@@ -18,7 +18,7 @@ def run(*args):
 def test_help_lists_commands():
     r = run("--help")
     assert r.exit_code == 0
-    for cmd in ("train", "eval", "export", "sample", "learn-priors"):
+    for cmd in ("train", "eval", "export", "sample", "learn-priors", "serve", "worker"):
         assert cmd in r.output
 
 

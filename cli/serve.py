@@ -1,4 +1,4 @@
-"""`nemgan serve` and `nemgan worker` (registered on the training CLI's typer app).
+"""`nemgan serve` and `nemgan worker`: the serving commands (the serving extra; no torch for `serve`).
 
 Importing this module stays light: fastapi, uvicorn, celery and onnxruntime are imported inside the
 functions. Options override the NEMGAN_* environment (see service/README.md for every setting).
@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+
+from .common import need
 
 
 def serve(
@@ -25,10 +27,13 @@ def serve(
     """Serve the models over HTTP (FastAPI + ONNX Runtime); with no options, the shipped models/ on :8000."""
     import logging
 
-    import uvicorn
+    try:
+        import uvicorn
 
-    from .app import create_app
-    from .settings import Settings
+        from service.app import create_app
+        from service.settings import Settings
+    except ImportError as e:
+        need("serving", e)
 
     overrides = {}
     if host is not None:
@@ -53,7 +58,10 @@ def worker(
         help="Prometheus port (NEMGAN_WORKER_METRICS_PORT, default 9808; 0 = off).")] = None,
 ) -> None:
     """Run a Celery worker for prior-learning jobs (solo pool; Redis if NEMGAN_REDIS_URL, else embedded)."""
-    from .jobs.worker import run_worker
+    try:
+        from service.jobs.worker import run_worker
+    except ImportError as e:
+        need("serving", e)
 
     if metrics_port is not None:
         os.environ["NEMGAN_WORKER_METRICS_PORT"] = str(metrics_port)
