@@ -139,6 +139,13 @@ def load_manifest(model_dir: str | Path, verify: bool = False) -> Manifest:
         raise ManifestError(f"{p}: missing keys {missing}")
     if int(data["format_version"]) > FORMAT_VERSION:
         raise ManifestError(f"{p}: format_version {data['format_version']} is newer than this nemgan supports")
+    # Optional sections (older model directories lack them): the input declaration and the OOD calibration.
+    from . import inputs, ood
+
+    if "input" in data:
+        inputs.validate_section(data["input"])
+    if "ood" in data:
+        ood.validate_section(data["ood"], root)
     m = Manifest(root, data)
     if verify:
         m.verify()

@@ -87,7 +87,10 @@ def check_parity(model_dir: str | Path, model: NemganModel, n: int = 64, seed: i
 def export_model(model: NemganModel, out_dir: str | Path, name: str, version: str | int = "1",
                  metrics: dict[str, Any] | None = None, supervision: str | None = None,
                  dataset: dict[str, Any] | None = None, extra: dict[str, Any] | None = None,
-                 overwrite: bool = False, atol: float = PARITY_ATOL) -> Path:
+                 overwrite: bool = False, atol: float = PARITY_ATOL, calibrate_ood: bool = True,
+                 calibration_x: np.ndarray | None = None, calibration_source: str | None = None) -> Path:
+    """Write the model directory. `calibrate_ood`: fit the OOD score (training/calibrate.py) on
+    `calibration_x` (uint8 [N,C,H,W] in-distribution images; default: the training set of model.cfg)."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"{out_dir} exists; pass overwrite=True (--force) to replace it")
@@ -145,6 +148,15 @@ def export_model(model: NemganModel, out_dir: str | Path, name: str, version: st
             **(extra or {}),
         }
         write_manifest(tmp, manifest)
+        if calibrate_ood:
+            # The OOD score and the input declaration, fitted on the training data through the exported graphs.
+            from .calibrate import calibrate
+
+            try:
+                calibrate(tmp, calibration_x, source=calibration_source)
+            except (OSError, ValueError) as e:
+                raise RuntimeError(f"cannot calibrate the out-of-distribution score: {e} (pass the in-distribution "
+                                   "images, or export with calibrate_ood=False / --no-calibrate-ood)") from e
         if out_dir.exists():
             old = out_dir.with_name(f".{out_dir.name}.old")
             shutil.rmtree(old, ignore_errors=True)
