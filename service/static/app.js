@@ -254,16 +254,17 @@ function renderResult(r, labels, file) {
     pair.append(el("figure", {}, el("img", { src: "data:image/png;base64," + r.reconstruction,
       alt: "reconstruction", class: "recon" }), el("figcaption", { text: "g(h1(x))" })));
   }
+  // one column per mode: the bar's height is the probability (the exact figure in the tooltip)
   const top = r.probabilities.indexOf(Math.max(...r.probabilities));
-  const probs = el("div", { class: "probs" });
+  const probs = el("div", { class: "vbars" });
   r.probabilities.forEach((p, i) => {
-    const row = i === top ? "top" : "";
-    probs.append(el("span", { class: row, text: labels[i] }),
-      el("span", { class: "track " + row }, el("span", { class: "fill", style: `width:${(100 * p).toFixed(1)}%;display:block` })),
-      el("span", { class: "num", text: (100 * p).toFixed(1) + "%" }));
+    probs.append(el("div", { class: "col" + (i === top ? " top" : ""), title: `${labels[i]}: ${(100 * p).toFixed(2)}%` },
+      el("div", { class: "track" }, el("div", { class: "fill", style: `height:${(100 * p).toFixed(1)}%` })),
+      el("span", { text: labels[i] })));
   });
   const name = file ? file.name : `#${r.index}`;
-  const side = el("div", {}, el("div", { class: "label" }, r.label, el("small", { text: name })));
+  const side = el("div", {}, el("div", { class: "label" }, r.label, el("small", { text: name })),
+    el("div", { class: "meta", text: `p = ${r.probabilities[top].toFixed(3)}` }));
   const ood = oodBadge(r);
   if (ood) side.append(ood);
   if (r.reconstruction_mse != null) {
