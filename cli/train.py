@@ -7,6 +7,7 @@ them in --help and says what to install when one is run).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -53,7 +54,8 @@ def train(
     labeled_fraction: Annotated[Optional[float], typer.Option(help="Fraction of training labels used to supervise h (0 = unsupervised; 000 sec. 4.5). Default: 0.")] = None,
     gan_loss: Annotated[Optional[str], typer.Option(help="gan (non-saturating) | wgan-gp. Default: gan.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed (data split, init, latents). Default: 0.")] = None,
-    device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda. Default: auto.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:<i>. Default: auto.")] = None,
+    nproc: Annotated[int, typer.Option(help="Data-parallel processes on this machine (torchrun + DDP: one per GPU, or gloo on CPU); --batch-size stays the global batch. Multi-node: torchrun ... -m training.train_ddp.")] = 1,
     config: Annotated[Optional[Path], typer.Option(help="JSON file with TrainConfig fields (over --preset; command-line options win).")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Any TrainConfig field, e.g. --set latent_dim=64 --set c2=false. Repeatable.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last.pt (only --steps may change).")] = False,
@@ -99,10 +101,15 @@ def train(
     base["out_dir"] = run_folder(out, str(base.get("out_dir") or TrainConfig.out_dir), dry_run, resume, force)
     try:
         cfg = TrainConfig.from_dict(base).validate()
+        if nproc > 1 and "WORLD_SIZE" not in os.environ:  # not under torchrun yet: start it
+            from training.distributed import launch
+
+            raise typer.Exit(launch(cfg, nproc, resume=resume, progress=progress))
         summary = run_train(cfg, resume=resume, progress=progress)
     except (ValueError, DataError, FileNotFoundError) as e:
         fail(str(e))
-    typer.echo(json.dumps(summary, indent=2))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun: one summary, from rank 0
+        typer.echo(json.dumps(summary, indent=2))
 
 
 def eval_(
@@ -178,29 +185,24 @@ def learn_priors_cmd(
     alpha_steps: Annotated[int, typer.Option(help="Steps of prior fitting.")] = 500,
     version: Annotated[Optional[str], typer.Option(help="Version of the new model (default: old version + 1).")] = None,
     seed: Annotated[int, typer.Option()] = 0,
+    data_root: Annotated[Optional[str], typer.Option(help="Folder holding the data sets (default ../shared/data or $NEMGAN_DATA_DIR).")] = None,
     force: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
 ):
     """Retrain h on a few labels and learn the mode priors; export the result as a new model directory."""
-    import numpy as np
-    from tqdm.auto import tqdm
+    try:
+        import numpy as np
+        from tqdm.auto import tqdm
 
-    from training.config import TrainConfig
-    from training.dataset import DataError, load_dataset, load_images
-    from training.export import export_model, load_exported
-    from core.manifest import load_manifest
-    from training.priors import learn_priors
-    from training.train import load_training_data
+        from training.dataset import DataError, load_dataset, load_images
+        from training.prior_learning import learn_and_export
+    except ImportError as e:
+        need("training", e)
 
     try:
-        man = load_manifest(model_dir)
-        model = load_exported(model_dir)
         x_l, y_l, _ = load_images(labeled)
         if y_l is None:
             fail(f"{labeled} has no labels")
-        if unlabeled is None:  # the model's own training data (preset + any subset/ratio overrides)
-            x_u = load_training_data(TrainConfig.from_dict(man.data["training"]), "train").x
-        else:
-            x_u = load_dataset(unlabeled, split="train").x
+        x_u = None if unlabeled is None else load_dataset(unlabeled, split="train", data_root=data_root).x
         bar = tqdm(total=100, desc="learn-priors", unit="%")
 
         def prog(f, msg):
@@ -208,13 +210,13 @@ def learn_priors_cmd(
             bar.set_postfix_str(msg)
             bar.refresh()
 
-        res = learn_priors(model, x_l, y_l, x_u, method=method, h_steps=h_steps, alpha_steps=alpha_steps,
-                           seed=seed, progress=prog)
+        done = learn_and_export(model_dir, out, x_l, y_l, x_u, version=version, method=method, h_steps=h_steps,
+                                alpha_steps=alpha_steps, seed=seed, data_root=data_root, overwrite=force,
+                                progress=prog)
         bar.close()
-        new_version = version or (str(int(man.version) + 1) if man.version.isdigit() else man.version + ".1")
-        export_model(model, out, man.name, new_version, metrics={**man.data.get("metrics", {}), "prior_learning": res.metrics},
-                     overwrite=force)
-    except (ValueError, DataError, FileNotFoundError, FileExistsError) as e:
+    except (ValueError, DataError, FileNotFoundError, FileExistsError, RuntimeError) as e:
         fail(str(e))
-    typer.echo(json.dumps({"model_dir": str(out), "version": new_version, "priors": np.round(res.priors, 4).tolist(),
-                           "labeled_acc": res.metrics["labeled_acc"]}, indent=2))
+    res = done.result
+    typer.echo(json.dumps({"model_dir": str(done.model_dir), "version": done.version,
+                           "priors": np.round(res.priors, 4).tolist(), "labeled_acc": res.metrics["labeled_acc"]},
+                          indent=2))
