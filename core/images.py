@@ -139,11 +139,13 @@ def decode_images(blobs: list[bytes], spec: ImageSpec) -> np.ndarray:
 
 # --------------------------------------------------------------------------- numeric arrays
 
-def prepare_array_batch(x: np.ndarray, image: ImageSpec) -> np.ndarray:
+def prepare_array_batch(x: np.ndarray, image: ImageSpec,
+                        input_range: tuple[float, float] | None = None) -> np.ndarray:
     """A numeric batch (.npy/.npz upload) -> float32 NCHW in the model's range.
 
-    Accepts [N,H,W], [N,C,H,W] or [N,H,W,C]; integers are pixels 0..255 scaled by the documented
-    preprocessing, floats are taken as already in the model's [-1, 1] range.
+    Accepts [N,H,W], [N,C,H,W] or [N,H,W,C]. `input_range` (low, high), stated by the request, maps the
+    values to the model's [-1, 1] whatever their dtype; without it integers are pixels 0..255 scaled by the
+    documented preprocessing, and floats are refused: 0..1, 0..255 and -1..1 all occur (core/inputs.py).
     """
     x = np.asarray(x)
     if x.dtype == object or not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
@@ -156,13 +158,14 @@ def prepare_array_batch(x: np.ndarray, image: ImageSpec) -> np.ndarray:
     if x.ndim != 4 or x.shape[1:] != (c, h, w):
         raise ValueError(f"array shape {tuple(x.shape)} does not match the model input "
                          f"[N,{c},{h},{w}] (or [N,{h},{w},{c}]{', [N,%d,%d]' % (h, w) if c == 1 else ''})")
+    if input_range is not None:
+        from .inputs import to_model_range
+
+        return to_model_range(x, input_range)
     if np.issubdtype(x.dtype, np.integer):
         if x.min(initial=0) < 0 or x.max(initial=0) > 255:
             raise ValueError("integer pixels must be in 0..255")
         return uint8_to_model(x.astype(np.uint8))
-    x = x.astype(np.float32)
-    if not np.all(np.isfinite(x)):
-        raise ValueError("array contains NaN or infinite values")
-    if x.size and (x.min() < -1.0001 or x.max() > 1.0001):
-        raise ValueError("float pixels must be in the model range [-1, 1] (send uint8 for 0..255)")
-    return x
+    from .inputs import RANGE_HINT
+
+    raise ValueError(f"{x.dtype} array without input_range: {RANGE_HINT}")

@@ -81,16 +81,18 @@ def _fast_npy(data: bytes) -> np.ndarray | None:
     return np.frombuffer(data, dtype, count, offset=off).reshape(shape)
 
 
-def load_array(data: bytes, spec: ImageSpec, key: str = "x") -> np.ndarray:
-    """A .npy or .npz upload -> float32 [N,C,H,W] in model range; ValueError when unusable."""
+def load_array(data: bytes, spec: ImageSpec, key: str = "x", input_range: tuple[float, float] | None = None) -> np.ndarray:
+    """A .npy or .npz upload -> float32 [N,C,H,W] in model range; ValueError when unusable.
+
+    `input_range`: the (low, high) the request states for its values (required for float arrays)."""
     if not data:
         raise ValueError("empty array upload")
     arr = _fast_npy(data)
     if arr is not None:
         c, h, w = spec.channels, spec.height, spec.width
-        if arr.dtype == np.uint8 and (arr.shape[1:] == (c, h, w) or (c == 1 and arr.shape[1:] == (h, w))):
+        if arr.dtype == np.uint8 and input_range is None and (arr.shape[1:] == (c, h, w) or (c == 1 and arr.shape[1:] == (h, w))):
             return U8_TO_MODEL[arr].reshape(len(arr), c, h, w)  # the common upload: uint8 images
-        return np.ascontiguousarray(prepare_array_batch(arr, spec), dtype=np.float32)
+        return np.ascontiguousarray(prepare_array_batch(arr, spec, input_range), dtype=np.float32)
     try:
         bio = io.BytesIO(data)
         if data[:4] == b"PK\x03\x04":
@@ -107,7 +109,7 @@ def load_array(data: bytes, spec: ImageSpec, key: str = "x") -> np.ndarray:
         raise ValueError(f"cannot read .npy/.npz data: {e}") from None
     if not isinstance(arr, np.ndarray):
         raise ValueError("upload is not an array")
-    return np.ascontiguousarray(prepare_array_batch(arr, spec), dtype=np.float32)
+    return np.ascontiguousarray(prepare_array_batch(arr, spec, input_range), dtype=np.float32)
 
 
 # --------------------------------------------------------------------------- multipart/form-data

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from core.manifest import ONNX_FUSED_IO, ONNX_IO, Manifest, load_manifest
+from core.ood import OodCalibration
 
 from . import metrics as M
 from .batcher import Batcher
@@ -50,6 +51,8 @@ class ModelRuntime:
         self.spec = self.manifest.latent_spec()  # validated: priors renormalised in float64
         self.image = self.manifest.image
         self.mode_labels = self.manifest.mode_labels
+        # The OOD score's statistics (core/ood.py); None for model directories exported before calibration.
+        self.ood = OodCalibration.load(self.manifest.data["ood"], self.dir) if "ood" in self.manifest.data else None
         self.providers = pick_providers(settings.providers)
         so = ort.SessionOptions()
         if settings.intra_op_threads:
@@ -105,7 +108,16 @@ class ModelRuntime:
         c, h, w = self.image.channels, self.image.height, self.image.width
         for n in (1, min(64, self.settings.max_batch_size)):
             self.run("g", np.zeros((n, self.spec.dim), np.float32))
-            self.run_h(np.zeros((n, c, h, w), np.float32))
+            self.run_scored(np.zeros((n, c, h, w), np.float32))
+
+    def run_scored(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """x -> (z, logits, OOD score): what the "h" batcher runs, so the score is computed in its thread,
+        vectorised over the whole batch. The score is NaN when the model has no OOD calibration."""
+        z, logits = self.run_h(x)
+        if self.ood is None:
+            return z, logits, np.full(len(x), np.nan, np.float32)
+        recon = self.run("g", z) if self.ood.needs_reconstruction else None
+        return z, logits, self.ood.score(z, logits, x, recon)
 
     def batcher(self, net: str) -> Batcher:
         b = self.batchers.get(net)
@@ -117,7 +129,8 @@ class ModelRuntime:
                 M.BATCH_SIZE.labels(*labels).observe(n)
                 M.INFERENCE_DURATION.labels(*labels).observe(dt)
 
-            b = Batcher(lambda x, net=net: self.run(net, x), max_batch=s.max_batch_size, max_wait=s.max_wait_ms / 1000,
+            fn = self.run_scored if net == "h" else (lambda x, net=net: self.run(net, x))
+            b = Batcher(fn, max_batch=s.max_batch_size, max_wait=s.max_wait_ms / 1000,
                         max_queue=s.max_queue, enabled=s.batching, on_batch=on_batch, workers=s.batch_workers,
                         adaptive=s.adaptive_wait,
                         on_wait=M.QUEUE_WAIT.labels(*labels).observe, on_depth=M.QUEUE_DEPTH.labels(*labels).set)
@@ -125,7 +138,7 @@ class ModelRuntime:
         return b
 
     async def infer(self, net: str, x: np.ndarray):
-        """Batched `run(net, x)`: "g" -> images, "h" -> (z, logits), "h1"/"h2" -> their output."""
+        """Batched `run(net, x)`: "g" -> images, "h" -> (z, logits, ood score), "h1"/"h2" -> their output."""
         return await self.batcher(net).submit(x)
 
     def count_clustered(self, n: int) -> None:

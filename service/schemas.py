@@ -43,6 +43,15 @@ class ClusterItem(BaseModel):
     latent: list[float] | None = None
     reconstruction: str | None = Field(None, description="base64 PNG of g(h1(x))")
     reconstruction_mse: float | None = None
+    ood_score: float | None = Field(None, description="Out-of-distribution score: 0 = typical training image, "
+                                                      "larger = less like the training data")
+    ood: bool | None = Field(None, description="ood_score > the model's threshold (absent: model not calibrated)")
+
+
+class OodInfo(BaseModel):
+    threshold: float
+    fpr: float = Field(description="Share of held-out training images flagged at this threshold (calibration)")
+    components: list[str]
 
 
 class ClusterResponse(BaseModel):
@@ -50,6 +59,7 @@ class ClusterResponse(BaseModel):
     version: str
     mode_labels: list[str]
     results: list[ClusterItem]
+    ood: OodInfo | None = Field(None, description="The OOD flag's threshold and calibration (None: not calibrated)")
 
 
 class ModelVersion(BaseModel):
@@ -69,6 +79,8 @@ class ModelSummary(BaseModel):
     n_modes: int | None = None
     mode_labels: list[str] | None = None
     image: dict | None = None
+    input: dict | None = Field(None, description="Expected input: dtype, range, polarity, channels, height, width")
+    ood: dict | None = Field(None, description="OOD score calibration: components, threshold, fpr, how it was fitted")
 
 
 class ModelDetail(ModelSummary):

@@ -21,7 +21,8 @@ def _summary(registry, name: str) -> dict:
     out = {"name": name, "active_version": active, "versions": registry.versions(name)}
     if active:
         m = registry.manifest(name, active)
-        out.update(n_modes=m.n_modes, mode_labels=m.mode_labels, image=m.data.get("image"))
+        out.update(n_modes=m.n_modes, mode_labels=m.mode_labels, image=m.data.get("image"), input=m.data.get("input"),
+                   ood={k: v for k, v in m.data["ood"].items() if k != "file"} if "ood" in m.data else None)
     return out
 
 

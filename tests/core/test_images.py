@@ -83,8 +83,8 @@ def test_prepare_array_batch_layouts_and_ranges():
     want = uint8_to_model(u8)[:, None]
     for arr in (u8, u8[:, None], u8[..., None], u8.astype(np.int32)):
         np.testing.assert_array_equal(prepare_array_batch(arr, spec), want)
-    np.testing.assert_array_equal(prepare_array_batch(want, spec), want)
-    for bad, msg in ((u8.astype(np.int32) + 250, "0..255"), (want * 3, r"\[-1, 1\]"),
+    np.testing.assert_array_equal(prepare_array_batch(want, spec, (-1, 1)), want)  # floats: stated range
+    for bad, msg in ((u8.astype(np.int32) + 250, "0..255"), (want, "without input_range"),
                      (np.zeros((2, 5, 5)), "does not match"), (np.array([[None]]), "not numeric")):
         with pytest.raises(ValueError, match=msg):
             prepare_array_batch(bad, spec)

@@ -103,7 +103,7 @@ def _requests(imgs):
          {"content": npy_bytes(imgs[:2]), "headers": {"content-type": "application/x-npy"}}),
         ("/v1/cluster", {"files": files, "data": {"return_latent": "1"}}),
         ("/v1/cluster", {"files": rgb}),
-        ("/v1/cluster", {"files": [("files", ("b.npz", b.getvalue(), "application/octet-stream"))]}),
+        ("/v1/cluster?input_range=-1-1", {"files": [("files", ("b.npz", b.getvalue(), "application/octet-stream"))]}),
         ("/v1/cluster", {"content": b"garbage", "headers": {"content-type": "application/x-npy"}}),
         ("/v1/cluster", {"content": b"{}", "headers": {"content-type": "application/json"}}),
         ("/v1/cluster", {"content": b"--b\r\nbroken", "headers": {"content-type": "multipart/form-data; boundary=b"}}),
@@ -232,11 +232,12 @@ def test_npy_fast_path_matches_np_load(arr):
     from core.images import ImageSpec, prepare_array_batch
 
     spec = ImageSpec(1, 28, 28)
-    got = load_array(npy_bytes(arr), spec)
+    rng = (-1, 1) if arr.dtype.kind == "f" else None  # float arrays must state their range
+    got = load_array(npy_bytes(arr), spec, input_range=rng)
     assert got.dtype == np.float32 and got.flags.c_contiguous
-    np.testing.assert_array_equal(got, prepare_array_batch(arr, spec))
+    np.testing.assert_array_equal(got, prepare_array_batch(arr, spec, rng))
     with pytest.raises(ValueError):
-        load_array(npy_bytes(arr)[:-1] if arr.size else b"\x93NUMPY\x01\x00", spec)
+        load_array(npy_bytes(arr)[:-1] if arr.size else b"\x93NUMPY\x01\x00", spec, input_range=rng)
 
 
 # ------------------------------------------------------------------ batcher wait policy

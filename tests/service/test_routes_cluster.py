@@ -54,7 +54,8 @@ def test_npy_raw_body_matches_png_and_flags(client, imgs):
 def test_npz_multipart_and_octet_stream(client, imgs):
     b = io.BytesIO()
     np.savez(b, x=imgs[:, None].astype(np.float32) / 127.5 - 1)
-    r = client.post("/v1/cluster", files=[("files", ("batch.npz", b.getvalue(), "application/octet-stream"))])
+    r = client.post("/v1/cluster", files=[("files", ("batch.npz", b.getvalue(), "application/octet-stream"))],
+                    data={"input_range": "-1-1"})
     assert r.status_code == 200 and len(r.json()["results"]) == 4
     r = client.post("/v1/cluster", content=npy_bytes(imgs[:, :, :, None]), headers={"content-type":
                                                                                      "application/octet-stream"})
