@@ -62,6 +62,10 @@ def worker(
         from service.jobs.worker import run_worker
     except ImportError as e:
         need("serving", e)
+    try:  # jobs retrain h with torch: refuse to start without it, rather than fail at the first job
+        import torch  # noqa: F401
+    except ImportError as e:
+        need("training", e)
 
     if metrics_port is not None:
         os.environ["NEMGAN_WORKER_METRICS_PORT"] = str(metrics_port)

@@ -48,3 +48,10 @@ def test_training_commands_name_the_missing_extra(tmp_path):
     r = nemgan("train", "--dry-run", "--out", tmp_path / "x")
     assert r.returncode == 2
     assert "needs the 'training' extra" in r.stderr and "torch" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_worker_without_torch_says_it_needs_the_training_extra():
+    # the worker retrains h with torch: it must refuse to start, not accept jobs it cannot run
+    r = nemgan("worker")
+    assert r.returncode == 2
+    assert "needs the 'training' extra" in r.stderr and "Traceback" not in r.stderr, r.stderr
