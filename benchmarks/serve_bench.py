@@ -257,7 +257,7 @@ def main() -> None:
         return (images * n / wall, *pct(lat or [0.0]), errors)
 
     raw = Raw(model, args.threads)
-    fused = raw.rt.fused
+    fused = True  # the service loads only models with the fused h.onnx (service/runtime.py)
     raws = {"generate": [], "cluster": []}
     raw_hops = raw.cluster(args.seconds, fused=False) if fused else None
     raw_b8 = raw.cluster(args.seconds, fused, batch=8)  # what batching saves in ONNX Runtime itself

@@ -61,10 +61,16 @@ JOBS = JobsCollector()
 REGISTRY.register(JOBS)
 
 
+_ACTIVE: dict[str, str] = {}  # name -> the version whose nemgan_model_info series is exported
+
+
 def set_active_model(name: str, version: str) -> None:
-    for labels in list(MODEL_INFO._metrics):  # one series per name: drop the old version's
-        if labels[0] == name and labels[1] != version:
-            MODEL_INFO.remove(*labels)
+    """One nemgan_model_info series per model name: the old version's is removed (by our own record of it,
+    not prometheus-client's private `_metrics`)."""
+    old = _ACTIVE.get(name)
+    if old is not None and old != version:
+        MODEL_INFO.remove(name, old)
+    _ACTIVE[name] = version
     MODEL_INFO.labels(name, version).set(1)
 
 

@@ -2,8 +2,7 @@
 
 Torch-free (this is the request path). A `ModelRuntime` owns the ONNX sessions of one version and
 one `Batcher` per network: "g" (z -> x) and "h" (x -> z, logits), the latter one call of the fused
-h.onnx when the manifest lists it, else two hops h1 -> h2 (model directories exported before h.onnx). The `ModelPool` keeps the active runtime of every model name plus a few
-other loaded versions; `refresh()` (polled) loads a newly active version beside the old one, swaps the
+h.onnx. The `ModelPool` keeps the active runtime of every model name plus a few other loaded versions; `refresh()` (polled) loads a newly active version beside the old one, swaps the
 reference, and closes the old runtime once its in-flight requests are done.
 """
 
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.errors import ManifestError
 from core.manifest import ONNX_FUSED_IO, ONNX_IO, Manifest, load_manifest
 from core.ood import OodCalibration
 
@@ -26,6 +26,11 @@ from .registry import Registry, RegistryError
 from .settings import Settings
 
 log = logging.getLogger("nemgan.service")
+
+# Fixed tuning (measured in ../shared/notes/serving.md; not settings: no deployment has needed to turn them).
+BATCH_WORKERS = 2  # batches of one network that may run at once: one computes while the next forms
+ORT_SPINNING = False  # spinning intra-op threads would take the CPU the event loop and the decoders need
+MAX_LOADED_VERSIONS = 4  # loaded non-active versions kept per process (requests naming an old version)
 
 
 def pick_providers(setting: str) -> list[str]:
@@ -60,12 +65,13 @@ class ModelRuntime:
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Spinning intra-op threads burn the cores the event loop and the decoders need between calls.
-        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if settings.ort_spinning else "0")
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if ORT_SPINNING else "0")
         self._so = so
-        self.fused = self.manifest.has_onnx("h")
+        if not self.manifest.has_onnx("h"):  # every export since the fused graph writes it
+            raise ManifestError(f"{self.dir}: no fused h.onnx in the manifest (exported by an older nemgan); "
+                                "re-export it with `nemgan export`")
         self.sessions = {}
-        for net in (("g", "h") if self.fused else ONNX_IO):
+        for net in ("g", "h"):
             self.session(net)
         self.settings = settings
         self.batchers: dict[str, Batcher] = {}
@@ -96,13 +102,10 @@ class ModelRuntime:
         return self.session(net).run(None, {ONNX_IO[net]["inputs"][0]: x})[0]
 
     def run_h(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """x -> (z, logits): one call of the fused graph, or h1 then h2."""
-        if self.fused:
-            io = ONNX_FUSED_IO["h"]
-            z, logits = self.sessions["h"].run(io["outputs"], {io["inputs"][0]: x})
-            return z, logits
-        z = self.run("h1", x)
-        return z, self.run("h2", z)
+        """x -> (z, logits): one call of the fused graph h.onnx."""
+        io = ONNX_FUSED_IO["h"]
+        z, logits = self.sessions["h"].run(io["outputs"], {io["inputs"][0]: x})
+        return z, logits
 
     def warmup(self) -> None:
         c, h, w = self.image.channels, self.image.height, self.image.width
@@ -131,7 +134,7 @@ class ModelRuntime:
 
             fn = self.run_scored if net == "h" else (lambda x, net=net: self.run(net, x))
             b = Batcher(fn, max_batch=s.max_batch_size, max_wait=s.max_wait_ms / 1000,
-                        max_queue=s.max_queue, enabled=s.batching, on_batch=on_batch, workers=s.batch_workers,
+                        max_queue=s.max_queue, enabled=s.batching, on_batch=on_batch, workers=BATCH_WORKERS,
                         adaptive=s.adaptive_wait,
                         on_wait=M.QUEUE_WAIT.labels(*labels).observe, on_depth=M.QUEUE_DEPTH.labels(*labels).set)
             self.batchers[net] = b
@@ -243,7 +246,7 @@ class ModelPool:
     def _keep_other(self, rt: ModelRuntime) -> None:
         self.others[(rt.name, rt.version)] = rt
         self.others.move_to_end((rt.name, rt.version))
-        while len(self.others) > self.settings.max_loaded_versions:
+        while len(self.others) > MAX_LOADED_VERSIONS:
             _, old = self.others.popitem(last=False)
             self._retire(old)
 
@@ -274,11 +277,6 @@ class ModelPool:
                 other = await asyncio.to_thread(self._load, name, version)
                 self._keep_other(other)
         return other
-
-    async def drain(self, timeout: float) -> None:
-        for rt in [*self.active.values(), *self.others.values()]:
-            for b in rt.batchers.values():
-                await b.drain(timeout)
 
     async def close(self, timeout: float = 5.0) -> None:
         self.ready = False

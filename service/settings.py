@@ -6,7 +6,6 @@ Lists (``NEMGAN_MODEL_DIRS``) accept a JSON list or a comma/colon separated stri
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -56,17 +55,12 @@ class Settings(BaseSettings):
     max_wait_ms: float = Field(2.0, ge=0, description="Longest a request waits for others to join its batch.")
     adaptive_wait: bool = Field(True, description="Wait max_wait_ms only while another batch is running (an idle "
                                                   "service flushes at once); false: always wait.")
-    batch_workers: int = Field(2, ge=1, description="Batches of one network that may run at once (one computes "
-                                                    "while the next forms).")
     max_queue: int = Field(512, ge=1, description="Queued requests per model+network before 503.")
     retry_after_s: int = Field(1, ge=0)
     providers: Literal["auto", "cpu", "cuda"] = Field("auto", description="ONNX Runtime execution provider.")
     intra_op_threads: int = Field(0, ge=0, description="ORT intra-op threads; 0 = ORT default.")
-    ort_spinning: bool = Field(False, description="Let ORT intra-op threads spin between calls (off: they "
-                                                  "would take CPU from the event loop and the decoders).")
     warmup: bool = True
     poll_interval_s: float = Field(2.0, gt=0, description="How often replicas poll the active pointer.")
-    max_loaded_versions: int = Field(4, ge=1, description="Loaded non-active versions kept per process.")
     graceful_timeout_s: float = Field(30.0, ge=0, description="uvicorn graceful shutdown timeout.")
 
     # ---------------------------------------------------------------- jobs
@@ -101,8 +95,3 @@ class Settings(BaseSettings):
     @property
     def visibility_timeout(self) -> float:
         return self.visibility_timeout_s or self.job_time_limit_s + 600.0
-
-
-@lru_cache
-def get_settings() -> Settings:
-    return Settings()

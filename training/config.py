@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,8 @@ from .latents import LATENT_KINDS
 from .networks import NetConfig
 
 GAN_LOSSES = ("gan", "wgan-gp")
+# Fields older run folders, checkpoints and manifests still carry; ignored when read (extra: never used).
+RETIRED_KEYS = frozenset({"extra"})
 PRIOR_MODES = ("uniform", "data", "learned")
 
 
@@ -96,8 +98,6 @@ class TrainConfig:
     beta1: float = 0.5
     beta2: float = 0.9
 
-    extra: dict[str, Any] = field(default_factory=dict)
-
     def validate(self) -> "TrainConfig":
         errs = []
         if self.latent_kind not in LATENT_KINDS:
@@ -135,6 +135,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
         known = {f.name for f in dataclasses.fields(cls)}
+        d = {k: v for k, v in d.items() if k not in RETIRED_KEYS}
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown config keys: {sorted(unknown)}")

@@ -1,4 +1,4 @@
-"""The hot path: fused h.onnx (and the h1 -> h2 fallback), the pure-ASGI handlers vs FastAPI's router,
+"""The hot path: fused h.onnx, the pure-ASGI handlers vs FastAPI's router,
 the body parsers (multipart, .npy, PNG) against the reference ones, and the batcher's wait policy."""
 
 from __future__ import annotations
@@ -68,24 +68,18 @@ def unfused_model_dir(tiny_model_dir, tmp_path_factory):
     return d
 
 
-def test_runtime_falls_back_to_h1_h2(tiny_model_dir, unfused_model_dir):
+def test_runtime_refuses_a_model_without_the_fused_graph(tiny_model_dir, unfused_model_dir):
+    """The h1 -> h2 fallback is gone (every export writes h.onnx): an older directory is refused by name."""
+    from core.errors import ManifestError
     from service.runtime import ModelRuntime
     from service.settings import Settings
 
     s = Settings(intra_op_threads=1)
-    fused, hops = ModelRuntime(tiny_model_dir, s), ModelRuntime(unfused_model_dir, s)
-    assert fused.fused and not hops.fused and "h" not in hops.sessions
     x = np.random.default_rng(0).uniform(-1, 1, (7, 1, 28, 28)).astype(np.float32)
-    for a, b in zip(fused.run("h", x), hops.run("h", x)):
-        np.testing.assert_allclose(a, b, atol=1e-5)
-    hops.warmup()
-
-
-def test_cluster_served_without_fused_graph(make_client, settings, unfused_model_dir, imgs):
-    c = make_client(settings.model_copy(update={"model_dirs": [unfused_model_dir]}))
-    r = c.post("/v1/cluster?return_latent=1", content=npy_bytes(imgs), headers={"content-type": "application/x-npy"})
-    assert r.status_code == 200, r.text
-    assert len(r.json()["results"]) == 6 and len(r.json()["results"][0]["latent"]) == 50
+    z, logits = ModelRuntime(tiny_model_dir, s).run("h", x)
+    assert z.shape == (7, 50) and logits.shape == (7, 10)
+    with pytest.raises(ManifestError, match="re-export"):
+        ModelRuntime(unfused_model_dir, s)
 
 
 # ------------------------------------------------------------------ fast path == FastAPI's router
