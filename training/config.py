@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .device import AMP_MODES, DEVICE_PATTERN
 from .latents import LATENT_KINDS
 from .networks import NetConfig
 
@@ -26,7 +27,9 @@ class TrainConfig:
     # run
     out_dir: str = "runs/mnist"
     seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda
+    device: str = "auto"  # auto | cpu | cuda | cuda:<i> (under torchrun each process takes its local rank's GPU)
+    amp: str = "none"  # none | bf16: autocast of the networks' forwards; losses and gradient penalty stay fp32
+    compile: bool = False  # torch.compile the training forwards (CUDA: faster after a warm-up; CPU: rarely)
     steps: int = 5000
     batch_size: int = 64
     log_every: int = 50
@@ -114,6 +117,8 @@ class TrainConfig:
             errs.append("latent_norm must be l1|l2 and mode_loss ce|kl")
         if self.supervised_mmgan and not self.latent_kind.startswith("mmgan"):
             errs.append("supervised_mmgan needs latent_kind mmgan-static or mmgan-dynamic")
+        if not DEVICE_PATTERN.match(str(self.device)) or self.amp not in AMP_MODES:
+            errs.append(f"device must be auto|cpu|cuda|cuda:<i> and amp one of {AMP_MODES}")
         if errs:
             raise ValueError("; ".join(errs))
         return self

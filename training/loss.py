@@ -26,9 +26,12 @@ def g_loss_wgan(d_fake: torch.Tensor) -> torch.Tensor:
     return -d_fake.mean()
 
 
-def gradient_penalty(d, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-    """WGAN-GP (Gulrajani et al.): (||grad d(x_hat)||_2 - 1)^2 on random interpolates."""
-    eps = torch.rand(real.size(0), 1, 1, 1, device=real.device)
+def gradient_penalty(d, real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor | None = None) -> torch.Tensor:
+    """WGAN-GP (Gulrajani et al.): (||grad d(x_hat)||_2 - 1)^2 on random interpolates.
+    eps [N, 1, 1, 1]: the interpolation weights (default: drawn here); the trainer passes its rank's slice
+    of one global draw, so a multi-process run interpolates exactly as one process would."""
+    if eps is None:
+        eps = torch.rand(real.size(0), 1, 1, 1, device=real.device)
     x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
     out = d(x_hat)
     (grad,) = torch.autograd.grad(out.sum(), x_hat, create_graph=True)

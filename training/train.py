@@ -28,20 +28,17 @@ from core.grid import save_grid
 from core.images import uint8_to_model
 
 from .dataset import BatchIterator, DataSpec, ImageDataset, fake_dataset, labeled_indices, load_dataset
+from . import distributed
+from .device import compiled, pick_device, to_device, with_amp  # noqa: F401  (pick_device: public here too)
 from .metrics import clustering_report
 from .model import NemganModel
 
 
 # Options that do not change what is trained: they may differ when a run is resumed (moved folder,
 # more steps, other thread count or device, other logging cadence).
-RUN_ONLY_OPTIONS = frozenset({"out_dir", "steps", "threads", "device", "log_every", "eval_every",
+# The number of processes is not an option: a run resumes on any world size (training/distributed.py).
+RUN_ONLY_OPTIONS = frozenset({"out_dir", "steps", "threads", "device", "compile", "log_every", "eval_every",
                               "sample_every", "ckpt_every"})
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def load_training_data(cfg: TrainConfig, split: str = "train") -> ImageDataset:
@@ -76,15 +73,21 @@ def random_shift(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch
 class Trainer:
     def __init__(self, cfg: TrainConfig, progress: bool = True):
         self.cfg = cfg.validate()
-        self.progress = progress
+        # One process, or one of torchrun's (training/distributed.py): rank 0 is the only writer of the run folder.
+        self.dist = distributed.setup(cfg.device)
+        self.device = self.dist.device
+        self.progress = progress and self.dist.is_main
+        if cfg.batch_size % self.dist.world:
+            raise ValueError(f"batch_size {cfg.batch_size} is the global batch: it must be a multiple of the "
+                             f"{self.dist.world} processes")
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        self.device = pick_device(cfg.device)
         self.out = Path(cfg.out_dir)
-        self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "samples").mkdir(exist_ok=True)
+        if self.dist.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "samples").mkdir(exist_ok=True)
 
         # ---- data: a held-out validation slice (labels used only for model selection), the rest trains
         ds = load_training_data(cfg, "train")
@@ -123,10 +126,23 @@ class Trainer:
             self.ema = copy.deepcopy(m).eval()
             for p in self.ema.parameters():
                 p.requires_grad_(False)
+        # The networks as the training step runs them: SyncBatchNorm (several GPUs), bf16 autocast, DDP,
+        # torch.compile. With the defaults in one process each view is the network itself. The EMA,
+        # evaluation, samples, checkpoints and the gradient penalty use the unwrapped model.
+        def view(net):
+            return compiled(self.dist.wrap(with_amp(self.dist.sync_batchnorm(net), self.device, cfg.amp)), cfg.compile)
+
+        self.G, self.D = view(m.g), view(m.d)
+        h1, h2 = view(m.h.h1), view(m.h.h2)
+        self.H = m.h if (h1 is m.h.h1 and h2 is m.h.h2) else distributed.InverterView(h1, h2)
+        self.dist.average_grads(m.latent.parameters())  # alpha, MM-GAN means/scales: not inside a DDP module
         self.it_real = BatchIterator(len(self.train_idx), cfg.batch_size, seed=cfg.seed)
         self.it_lab = BatchIterator(len(self.lab_idx), min(cfg.sup_batch, len(self.lab_idx)), seed=cfg.seed + 1) \
             if len(self.lab_idx) else None
         self.gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
+        # Latents are drawn on the model's device: on a GPU that needs a generator of its own.
+        self.gen_latent = self.gen if self.device.type == "cpu" else \
+            torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.step = 0
         self.best = {"acc": -1.0, "step": -1}
         self.started = time.time()
@@ -139,6 +155,7 @@ class Trainer:
                 "opt_a": self.opt_a.state_dict() if self.opt_a else None,
                 "it_real": self.it_real.state_dict(), "it_lab": self.it_lab.state_dict() if self.it_lab else None,
                 "gen": self.gen.get_state(), "torch_rng": torch.get_rng_state(),
+                "gen_latent": None if self.gen_latent is self.gen else self.gen_latent.get_state(),
                 "elapsed": self.elapsed_before + time.time() - self.started}
 
     def save_last(self) -> None:
@@ -191,33 +208,48 @@ class Trainer:
             self.it_lab.load_state_dict(t["it_lab"])
         if "ema" in t and self.ema is not self.model:
             self.ema.load_state_dict(t["ema"])
-        self.gen.set_state(t["gen"])
-        torch.set_rng_state(t["torch_rng"])
+        self.gen.set_state(t["gen"].cpu())  # map_location moved the RNG states to the device
+        torch.set_rng_state(t["torch_rng"].cpu())
+        if self.gen_latent is not self.gen and t.get("gen_latent") is not None:
+            self.gen_latent.set_state(t["gen_latent"].cpu())
         self.elapsed_before = t.get("elapsed", 0.0)
         return True
 
     # ------------------------------------------------------------------ one step
+    # Every rank draws the same global batch and keeps its rows (training/distributed.py).
     def real_batch(self) -> torch.Tensor:
-        return self.x_train[next(self.it_real)].to(self.device)
+        return to_device(self.x_train[self.dist.shard(next(self.it_real))], self.device)
+
+    def sample_latent(self) -> tuple[torch.Tensor, torch.Tensor]:
+        z, modes = self.model.latent.sample(self.cfg.batch_size, generator=self.gen_latent)
+        return self.dist.shard(z).to(self.device), self.dist.shard(modes).to(self.device)
+
+    def labeled_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        j = next(self.it_lab)
+        x_l = random_shift(self.x_train[self.lab_idx[j]], self.cfg.sup_augment, self.gen)
+        return to_device(self.dist.shard(x_l), self.device), self.dist.shard(self.y_lab[j]).to(self.device)
+
+    def gp_eps(self) -> torch.Tensor:
+        return to_device(self.dist.shard(torch.rand(self.cfg.batch_size, 1, 1, 1)), self.device)
 
     def train_step(self) -> dict[str, float]:
-        cfg, m, B = self.cfg, self.model, self.cfg.batch_size
+        cfg, m = self.cfg, self.model
         stats: dict[str, float] = {}
         sup_mm = cfg.supervised_mmgan
 
         # 1. discriminator / critic
         for _ in range(cfg.n_critic):
-            idx = next(self.it_real)
-            x_real = self.x_train[idx].to(self.device)
+            idx = self.dist.shard(next(self.it_real))
+            x_real = to_device(self.x_train[idx], self.device)
             with torch.no_grad():
-                z, modes = m.latent.sample(B, generator=self.gen)
-                x_fake = m.g(z.to(self.device))
-            d_real, d_fake = m.d(x_real), m.d(x_fake)
+                z, modes = self.sample_latent()
+                x_fake = self.G(z)
+            d_real, d_fake = self.D(x_real), self.D(x_fake)
             if sup_mm:
                 y_real = torch.from_numpy(self.y_train[idx]).long().to(self.device)
                 loss_d = L.d_loss_supervised(d_real, y_real, d_fake)
             elif cfg.gan_loss == "wgan-gp":
-                loss_d = L.d_loss_wgan(d_real, d_fake) + cfg.gp_weight * L.gradient_penalty(m.d, x_real, x_fake)
+                loss_d = L.d_loss_wgan(d_real, d_fake) + cfg.gp_weight * L.gradient_penalty(m.d, x_real, x_fake, self.gp_eps())
             else:
                 loss_d = L.d_loss_gan(d_real, d_fake)
             self.opt_d.zero_grad(set_to_none=True)
@@ -226,20 +258,22 @@ class Trainer:
         stats["loss_d"] = loss_d.item()
 
         # 2. generator + inverter
-        z, modes = m.latent.sample(B, generator=self.gen)
-        z, modes = z.to(self.device), modes.to(self.device)
-        x = m.g(z)
-        d_fake = m.d(x)
+        z, modes = self.sample_latent()
+        x = self.G(z)
+        d_fake = self.D(x)
         if sup_mm:
             loss_adv = L.g_loss_supervised(d_fake, modes)
         else:
             loss_adv = L.g_loss_wgan(d_fake) if cfg.gan_loss == "wgan-gp" else L.g_loss_gan(d_fake)
         # C2-bar ablation: h still learns to invert g, but its losses do not reach g.
-        z_hat, logits = m.h(x if cfg.c2 else x.detach())
         if cfg.c2 and not (0 <= cfg.h_mode_start <= self.step):
-            # The mode loss reaches g through h's current weights without updating them.
+            # The mode loss reaches g through h's current weights without updating them (live h2 does not
+            # run: under DDP every wrapped network that runs forward must get gradients).
+            z_hat = self.H.h1(x)
             frozen = {k: v.detach() for k, v in m.h.named_parameters()}
             _, logits = torch.func.functional_call(m.h, (frozen, dict(m.h.named_buffers())), (x,))
+        else:
+            z_hat, logits = self.H(x if cfg.c2 else x.detach())
         loss_lat = L.latent_loss(z, z_hat, cfg.latent_norm)
         if cfg.mode_loss == "ce":
             loss_mode = L.mode_loss_ce(logits, modes)
@@ -247,10 +281,9 @@ class Trainer:
             loss_mode = L.mode_loss_kl(logits, m.latent.priors().detach())
         loss = loss_adv + cfg.latent_weight * loss_lat + cfg.mode_weight * loss_mode
         if self.it_lab is not None and self.step % cfg.sup_every == 0:
-            j = next(self.it_lab)
-            x_l = random_shift(self.x_train[self.lab_idx[j]], cfg.sup_augment, self.gen).to(self.device)
-            _, logits_l = m.h(x_l)
-            loss_sup = torch.nn.functional.cross_entropy(logits_l, self.y_lab[j].to(self.device))
+            x_l, y_l = self.labeled_batch()
+            _, logits_l = self.H(x_l)
+            loss_sup = torch.nn.functional.cross_entropy(logits_l, y_l)
             loss = loss + cfg.sup_weight * loss_sup
             stats["loss_sup"] = loss_sup.item()
         self.opt_g.zero_grad(set_to_none=True)
@@ -294,8 +327,10 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
     def fit(self) -> dict[str, Any]:
         cfg = self.cfg
-        self.cfg.save(self.out / "options.json")
-        stats_f = open(self.out / "stats.jsonl", "a")
+        main = self.dist.is_main  # the only writer of the run folder
+        if main:
+            self.cfg.save(self.out / "options.json")
+        stats_f = open(self.out / "stats.jsonl", "a") if main else None
         from tqdm.auto import tqdm
 
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress, desc="train", unit="step")
@@ -310,31 +345,36 @@ class Trainer:
                 last = self.step == cfg.steps
                 if self.step % cfg.log_every == 0 or last:
                     row = {"step": self.step, "time_s": round(self.elapsed(), 1),
-                           **{k: float(np.mean(v)) for k, v in acc.items()},
+                           **self.dist.mean_stats({k: float(np.mean(v)) for k, v in acc.items()}),
                            "priors": [round(p, 4) for p in self.model.latent.priors().tolist()]}
                     acc.clear()
+                    self.dist.check_in_sync(self.model)
                     if any(not math.isfinite(v) for k, v in row.items() if k.startswith("loss")):
                         raise FloatingPointError(f"non-finite loss at step {self.step}: {row}")
-                    if self.step % cfg.eval_every == 0 or last:
+                    if (self.step % cfg.eval_every == 0 or last) and main:
                         row.update(self.evaluate())
                         if row["val_acc"] > self.best["acc"]:
                             self.best = {"acc": row["val_acc"], "step": self.step}
                             self.ema.save(self.out / "best.pt", {"best": self.best})
                         row["best_val_acc"] = self.best["acc"]
-                    stats_f.write(json.dumps(row) + "\n")
-                    stats_f.flush()
+                    if stats_f:
+                        stats_f.write(json.dumps(row) + "\n")
+                        stats_f.flush()
                     bar.set_postfix({k: f"{v:.3g}" for k, v in row.items()
                                      if k in ("loss_d", "loss_g", "loss_mode", "val_acc")})
-                if self.step % cfg.sample_every == 0 or last:
+                if (self.step % cfg.sample_every == 0 or last) and main:
                     self.save_samples(f"step{self.step:07d}")
-                if self.step % cfg.ckpt_every == 0 or last:
+                if (self.step % cfg.ckpt_every == 0 or last) and main:
                     self.save_last()
         finally:
             bar.close()
-            stats_f.close()
+            if stats_f:
+                stats_f.close()
         summary = {"steps": self.step, "best": self.best, "train_time_s": round(self.elapsed(), 1),
-                   "out_dir": str(self.out), "device": str(self.device)}
-        (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+                   "out_dir": str(self.out), "device": str(self.device), "world_size": self.dist.world}
+        if main:
+            (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        self.dist.barrier()  # the run folder is complete before any rank returns
         return summary
 
     def elapsed(self) -> float:
@@ -347,7 +387,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
         cfg.steps = min(cfg.steps, 3)
         cfg.log_every = cfg.eval_every = cfg.sample_every = cfg.ckpt_every = max(1, cfg.steps)
         cfg.val_samples = 32
-    t = Trainer(cfg, progress=progress)
-    if resume:
-        t.resume()  # no last.pt yet: start fresh
-    return t.fit()
+    try:
+        t = Trainer(cfg, progress=progress)
+        if resume:
+            t.resume()  # no last.pt yet: start fresh
+        return t.fit()
+    finally:
+        distributed.teardown()
