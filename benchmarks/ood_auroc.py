@@ -12,7 +12,8 @@ be checked: the other components, the latent reconstruction |h1(g(h1(x))) - h1(x
 in-distribution test images flagged (its false-positive rate on unseen data; calibrated at `fpr` on
 held-out training images) and the share of each strange set flagged.
 
-Writes docs/results/ood_auroc.json and prints a table. Torch-free apart from the data loaders.
+Writes docs/results/ood_auroc.json and the table as docs/results/ood_auroc.txt, and prints it. Torch-free
+apart from the data loaders.
 """
 
 from __future__ import annotations
@@ -131,8 +132,11 @@ def main(argv=None) -> int:
            "seconds": round(time.perf_counter() - t0, 1), "results": results}
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(doc, indent=2) + "\n")
-    print(table(results))
-    print(f"\nwrote {a.out} in {doc['seconds']} s")
+    text = table(results)
+    # The same table as text beside the JSON, for the docs to link (no figure typed by hand).
+    a.out.with_suffix(".txt").write_text(f"$ {doc['command']}   ({doc['created']}, {doc['seconds']} s)\n{text}\n")
+    print(text)
+    print(f"\nwrote {a.out} and {a.out.with_suffix('.txt')} in {doc['seconds']} s")
     worst = min(v["auroc"]["shipped"] for r in results for v in r["vs"].values())
     return 0 if worst >= TARGET else 1
 
