@@ -16,6 +16,7 @@ from . import errors
 from . import metrics as M
 from .fastpath import FastPath
 from .jobs.store import JobStore
+from .jobs.submit import JobQueue
 from .middleware import BodyLimitMiddleware, MetricsMiddleware
 from .registry import Registry
 from .routes import cluster, docs, generate, health, jobs, metrics, models, playground
@@ -64,9 +65,11 @@ async def lifespan(app: FastAPI):
     pool.ready = bool(pool.active)
     log.info("ready in %.2fs: %s", time.perf_counter() - t0, {n: r.version for n, r in pool.active.items()})
     poller = asyncio.create_task(_poll(app))
+    app.state.job_queue.start_reaper()
     try:
         yield
     finally:
+        app.state.job_queue.close()
         app.state.draining = True
         M.READY.set(0)
         poller.cancel()
@@ -100,18 +103,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.jobs = JobStore(s.jobs)
     app.state.jobs_seen = set()
     app.state.pool = None
-    _celery = {}
-
-    def get_celery():
-        if "app" not in _celery:
-            from .jobs.celery_app import make_celery
-
-            _celery["app"] = make_celery(s)
-        return _celery["app"]
-
-    app.state.get_celery = get_celery
+    app.state.job_queue = JobQueue(s, app.state.jobs)
     M.JOBS.store = app.state.jobs
-    M.JOBS.on_scrape = lambda: jobs.observe_finished(app)
     errors.install(app, s.retry_after_s)
     for r in (health, metrics, generate, cluster, models, jobs):
         app.include_router(r.router)

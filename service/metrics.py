@@ -32,11 +32,11 @@ GPU_MEMORY = Gauge("nemgan_gpu_memory_used_bytes", "GPU memory in use", ["device
 
 
 class JobsCollector:
-    """nemgan_jobs{state}: counts from the job store at scrape time."""
+    """nemgan_jobs{state}: the job store's per-state counts, which every state change keeps (one small file
+    read per scrape, shared by every API replica and worker; never a scan of the jobs)."""
 
     def __init__(self):
         self.store = None
-        self.on_scrape = None
 
     def collect(self):
         g = GaugeMetricFamily("nemgan_jobs", "Jobs by state (from the job store)", labels=["state"])
@@ -45,8 +45,6 @@ class JobsCollector:
             try:
                 for state, n in self.store.counts().items():
                     counts[state] = counts.get(state, 0) + n
-                if self.on_scrape is not None:
-                    self.on_scrape()
             except Exception:  # a scrape never fails because of the job store
                 pass
         for state, n in counts.items():

@@ -67,7 +67,14 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(None, description="Redis for broker + results; unset = embedded broker.")
     job_time_limit_s: float = Field(3600.0, gt=0, description="A prior-learning job fails after this long.")
     visibility_timeout_s: float | None = Field(None, description="Redis visibility timeout (default: time limit + 10 min).")
-    job_stale_after_s: float = Field(120.0, gt=0, description="A running job whose heartbeat is older is requeued.")
+    job_stale_after_s: float = Field(30.0, gt=0, description="A running job whose heartbeat (written every "
+                                     "second while it runs) is older is requeued by the reaper, on any host.")
+    job_retention_s: float = Field(7 * 24 * 3600.0, gt=0, description="Finished jobs' folders (uploads, "
+                                   "state) are deleted this long after they finish.")
+    redis_timeout_s: float = Field(3.0, gt=0, description="Socket/connect timeout towards Redis: a job submit "
+                                   "to a Redis that stops answering fails with 503 after about this long.")
+    worker_metrics_host: str = Field("127.0.0.1", description="Address the worker's metrics server binds "
+                                     "(0.0.0.0 in containers, like NEMGAN_HOST).")
     worker_metrics_port: int = Field(9808, ge=0)
     queue_name: str = "nemgan"
 

@@ -67,7 +67,7 @@ def estimate_mode_distribution(model: NemganModel, x_uint8: np.ndarray, batch_si
 
 
 def fit_alpha(p_hat: np.ndarray, init_priors: np.ndarray, method: str = "kl", steps: int = 500,
-              lr: float = 0.05) -> tuple[np.ndarray, list[float]]:
+              lr: float = 0.05, on_step: Callable[[int], None] | None = None) -> tuple[np.ndarray, list[float]]:
     """Gradient descent on alpha for the chosen divergence; returns (softmax(alpha), loss history)."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -75,7 +75,9 @@ def fit_alpha(p_hat: np.ndarray, init_priors: np.ndarray, method: str = "kl", st
     target = torch.as_tensor(p_hat, dtype=torch.float64)
     opt = torch.optim.Adam([alpha], lr=lr)
     hist = []
-    for _ in range(steps):
+    for i in range(steps):
+        if on_step is not None:
+            on_step(i)
         log_p = torch.log_softmax(alpha, 0)
         loss = L.prior_kl(target, log_p) if method == "kl" else L.prior_l1(target, log_p.exp())
         opt.zero_grad()
@@ -129,7 +131,7 @@ def learn_priors(model: NemganModel, x_labeled: np.ndarray, y_labeled: np.ndarra
         opt.step()
         if step % 20 == 0 or step == h_steps - 1:
             history.append({"phase": "h", "step": step, "loss_cc": loss_cc.item()})
-            report(0.8 * (step + 1) / h_steps, f"retraining h {step + 1}/{h_steps}")
+        report(0.8 * (step + 1) / h_steps, f"retraining h {step + 1}/{h_steps}")  # every step: callers throttle
     for p in model.g.parameters():
         p.requires_grad_(True)
 
@@ -137,10 +139,16 @@ def learn_priors(model: NemganModel, x_labeled: np.ndarray, y_labeled: np.ndarra
         raise Cancelled("cancelled before prior fitting")
     pred_l, _ = model.cluster(x_l)
     labeled_acc = float((pred_l == np.asarray(y_labeled)).mean())
+    report(0.8, f"fitting alpha: mode distribution of {len(x_unlabeled)} unlabeled images")
     p_hat = estimate_mode_distribution(model, x_unlabeled)
-    report(0.85, "estimated the mode distribution of the unlabeled data")
     start = model.latent.priors().detach().cpu().numpy()
-    priors, hist = fit_alpha(p_hat, start, method, alpha_steps)
+
+    def alpha_step(i: int) -> None:
+        if stop():
+            raise Cancelled("cancelled during prior fitting")
+        report(0.85 + 0.15 * i / alpha_steps, f"fitting alpha {i + 1}/{alpha_steps}")
+
+    priors, hist = fit_alpha(p_hat, start, method, alpha_steps, on_step=alpha_step)
     history += [{"phase": "alpha", "step": i, "loss": v} for i, v in enumerate(hist) if i % 50 == 0]
     model.latent.set_priors(priors)
     report(1.0, "priors learned")

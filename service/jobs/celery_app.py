@@ -1,12 +1,18 @@
-"""The Celery app: Redis for broker + results when NEMGAN_REDIS_URL is set, otherwise an embedded broker
-(kombu filesystem transport) and result store (SQLite via SQLAlchemy) under <var_dir>.
+"""The Celery app: Redis as the broker when NEMGAN_REDIS_URL is set, otherwise an embedded broker (kombu
+filesystem transport) under <var_dir>/broker.
 
-Celery done for long GPU jobs: acks late + reject on worker lost (a killed worker's job runs again),
-prefetch 1, solo pool (CUDA does not survive fork), time limits, Redis visibility timeout > the longest
-job. The filesystem transport removes a message when it is fetched, so it cannot redeliver after a
-crash; the worker therefore requeues orphaned jobs from the job store when it starts
-(`tasks.recover_orphans`), in both modes. Publishing is idempotent per job id, so a job delivered twice
-publishes one version.
+Celery only carries messages. Job state lives in the job store (service/jobs/store.py), so no Celery result
+backend is configured and tasks keep no results.
+
+Settings done for long GPU jobs: acks late + reject on worker lost, prefetch 1, solo pool (CUDA does not
+survive fork). Redis socket and connect timeouts are bounded (NEMGAN_REDIS_TIMEOUT_S), so a Redis that stops
+answering makes a submit fail instead of hanging. A killed worker's job is re-queued by the reaper
+(service/jobs/reaper.py) once its heartbeat stops, on any host; the Redis visibility timeout is only a
+fallback, and a redelivered message never runs a job twice (JobStore.start claims the job).
+
+Time limits: Celery's soft/hard time limits need the prefork pool's timers and are NOT enforced by the solo
+pool, so none are set. NEMGAN_JOB_TIME_LIMIT_S is enforced by the task itself (tasks.run_learn_job checks its
+deadline before every training step and between phases, and fails the job).
 """
 
 from __future__ import annotations
@@ -18,42 +24,42 @@ TASK_NAME = "nemgan.learn_priors"
 
 def broker_config(settings: Settings) -> dict:
     if settings.redis_url:
-        opts = {"visibility_timeout": int(settings.visibility_timeout)}
-        return {"broker_url": settings.redis_url, "result_backend": settings.redis_url,
-                "broker_transport_options": opts, "result_backend_transport_options": opts}
+        t = float(settings.redis_timeout_s)
+        return {"broker_url": settings.redis_url, "broker_connection_timeout": t,
+                "broker_transport_options": {"visibility_timeout": int(settings.visibility_timeout),
+                                             "socket_timeout": t, "socket_connect_timeout": t,
+                                             "socket_keepalive": True, "health_check_interval": 10}}
     base = settings.var_dir / "broker"
-    queue = base / "queue"
-    queue.mkdir(parents=True, exist_ok=True)
-    (base / "processed").mkdir(parents=True, exist_ok=True)
+    for sub in ("queue", "processed", "control"):
+        (base / sub).mkdir(parents=True, exist_ok=True)
+    queue = str(base / "queue")
     return {
         "broker_url": "filesystem://",
-        "broker_transport_options": {"data_folder_in": str(queue), "data_folder_out": str(queue),
-                                     "processed_folder": str(base / "processed"), "store_processed": False},
-        "result_backend": f"db+sqlite:///{(settings.var_dir / 'celery-results.sqlite').resolve()}",
+        # control_folder: kombu's default is ./control, i.e. wherever the process was started
+        "broker_transport_options": {"data_folder_in": queue, "data_folder_out": queue,
+                                     "processed_folder": str(base / "processed"), "store_processed": False,
+                                     "control_folder": str(base / "control")},
     }
 
 
 def make_celery(settings: Settings | None = None):
     from celery import Celery
+    from celery.exceptions import Ignore
 
     settings = settings or Settings()
     app = Celery("nemgan")
     app.conf.update(
         **broker_config(settings),
+        result_backend=None,
+        task_ignore_result=True,
         task_default_queue=settings.queue_name,
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         worker_concurrency=1,
         worker_pool="solo",
-        task_soft_time_limit=settings.job_time_limit_s,
-        task_time_limit=settings.job_time_limit_s + 60,
-        task_track_started=True,
         task_serializer="json",
-        result_serializer="json",
         accept_content=["json"],
-        result_extended=True,
-        result_expires=7 * 24 * 3600,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         worker_enable_remote_control=bool(settings.redis_url),
@@ -61,16 +67,18 @@ def make_celery(settings: Settings | None = None):
     )
     app.nemgan_settings = settings
 
-    @app.task(name=TASK_NAME, bind=True)
-    def learn_priors_task(self, job_id: str):
+    @app.task(name=TASK_NAME, ignore_result=True)
+    def learn_priors_task(job_id: str):
         from .tasks import run_learn_job
 
-        def hook(frac: float, msg: str):
-            try:
-                self.update_state(state="PROGRESS", meta={"job_id": job_id, "progress": frac, "message": msg})
-            except Exception:
-                pass
-
-        return run_learn_job(job_id, settings, progress_hook=hook)
+        if run_learn_job(job_id, settings) is None:
+            # cancelled, failed (logged by the task) or running elsewhere: Celery must not log "succeeded"
+            raise Ignore()
 
     return app
+
+
+def send_job(app, settings: Settings, job_id: str) -> None:
+    """Hand a job to the broker once (no publish retries: the timeouts above bound the wait)."""
+    app.send_task(TASK_NAME, args=[job_id], task_id=job_id, queue=settings.queue_name, retry=False,
+                  ignore_result=True)

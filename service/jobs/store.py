@@ -1,12 +1,17 @@
-"""The job store: one directory per job under the shared jobs directory (torch-free).
+"""The job store: the one source of truth for job state (torch-free; Celery keeps no results).
 
     <jobs>/<id>/job.json        state, progress, message, params, result, timestamps (atomic replace)
     <jobs>/<id>/labeled.npz     the uploaded labeled set, normalised to x uint8 NCHW + y int64
     <jobs>/<id>/unlabeled.npz   optional unlabeled set
-    <jobs>/<id>/.lock           flock: API (cancel) and worker (progress) never lose each other's writes
+    <jobs>/<id>/.lock           flock: API (cancel), worker (progress) and reapers never lose each other's writes
+    <jobs>/.counts.json         jobs per state, changed with every state change (what /metrics reads)
+    <jobs>/.lock                flock around state changes + the counts file
 
 States: pending | running | succeeded | failed | cancelled. A cancelled job stays cancelled: the worker's
-progress updates check the state under the lock and stop.
+progress updates check the state under the lock and stop. A running job writes a heartbeat every second;
+`requeue_if_stale` (the reaper, on any host) turns a running job whose heartbeat stopped back into pending
+under the job's lock, so of several reapers exactly one wins, and `start` refuses a job that another worker
+is running (a redelivered message never runs a job twice at once).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import fcntl
 import json
 import os
 import re
+import shutil
 import socket
 import time
 import uuid
@@ -23,6 +29,7 @@ from pathlib import Path
 
 from ..registry import atomic_write_json
 
+UPLOADS = ("labeled.npz", "unlabeled.npz")
 STATES = ("pending", "running", "succeeded", "failed", "cancelled")
 FINAL = ("succeeded", "failed", "cancelled")
 ID_RE = re.compile(r"^[0-9a-f]{32}$")
@@ -36,10 +43,25 @@ class JobCancelled(Exception):
     pass
 
 
+class JobBusy(Exception):
+    """The job is running on a live worker (its heartbeat is fresh)."""
+
+
+@contextmanager
+def _flock(path: Path):
+    with open(path, "a+") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
 class JobStore:
     def __init__(self, root: str | Path):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self._counts_path = self.root / ".counts.json"
 
     @staticmethod
     def new_id() -> str:
@@ -55,21 +77,34 @@ class JobStore:
         d = self.dir(job_id)
         if not d.is_dir():
             raise JobNotFound(f"unknown job {job_id!r}")
-        with open(d / ".lock", "a+") as f:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-            try:
-                yield d
-            finally:
-                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+        with _flock(d / ".lock"):
+            if not (d / "job.json").is_file():  # deleted by retention while we waited
+                raise JobNotFound(f"unknown job {job_id!r}")
+            yield d
+
+    # ------------------------------------------------------------------ state changes (counts follow)
+    def _write(self, d: Path, doc: dict, old_state: str | None) -> None:
+        """Write job.json; when the state changes, move it between the per-state counts in the same lock."""
+        if old_state == doc["state"]:
+            atomic_write_json(d / "job.json", doc)
+            return
+        with _flock(self.root / ".lock"):
+            atomic_write_json(d / "job.json", doc)
+            counts = self._read_counts()
+            if old_state is not None:
+                counts[old_state] = max(0, counts.get(old_state, 0) - 1)
+            counts[doc["state"]] = counts.get(doc["state"], 0) + 1
+            atomic_write_json(self._counts_path, counts)
 
     def create(self, job_id: str, params: dict) -> dict:
         d = self.dir(job_id)
         d.mkdir(parents=True, exist_ok=True)
         now = time.time()
-        doc = {"id": job_id, "state": "pending", "progress": 0.0, "message": "queued", "params": params,
-               "created": now, "updated": now, "started": None, "finished": None, "attempts": 0,
+        doc = {"id": job_id, "state": "pending", "progress": 0.0, "message": "submitting", "params": params,
+               "created": now, "updated": now, "queued": None, "started": None, "finished": None, "attempts": 0,
                "result": None, "error": None, "worker": None}
-        atomic_write_json(d / "job.json", doc)
+        with _flock(d / ".lock"):
+            self._write(d, doc, None)
         return doc
 
     def get(self, job_id: str) -> dict:
@@ -86,36 +121,94 @@ class JobStore:
     def update(self, job_id: str, allow_after_cancel: bool = False, **fields) -> dict:
         with self._locked(job_id) as d:
             doc = self.get(job_id)
-            if doc["state"] == "cancelled" and not allow_after_cancel:
+            old = doc["state"]
+            if old == "cancelled" and not allow_after_cancel:
                 raise JobCancelled(job_id)
             doc.update(fields)
             doc["updated"] = time.time()
-            atomic_write_json(d / "job.json", doc)
+            self._write(d, doc, old)
             return doc
 
-    def start(self, job_id: str) -> dict:
-        """Mark running (a new attempt). Raises JobCancelled for cancelled jobs."""
+    def mark_queued(self, job_id: str) -> dict:
+        """The broker took the job's message (the message only changes while the job still waits)."""
         with self._locked(job_id) as d:
             doc = self.get(job_id)
-            if doc["state"] == "cancelled":
+            doc["queued"] = time.time()
+            if doc["state"] == "pending":
+                doc["message"] = "queued"
+            self._write(d, doc, doc["state"])
+            return doc
+
+    def start(self, job_id: str, stale_after: float) -> dict:
+        """Claim the job for this worker (a new attempt). Raises JobCancelled for cancelled jobs and JobBusy
+        while another worker runs it (heartbeat younger than stale_after); a finished job is returned as is."""
+        with self._locked(job_id) as d:
+            doc = self.get(job_id)
+            old = doc["state"]
+            if old == "cancelled":
                 raise JobCancelled(job_id)
+            if old in FINAL:
+                return doc
             now = time.time()
+            if old == "running" and now - float(doc.get("heartbeat") or doc["updated"]) <= stale_after:
+                raise JobBusy(job_id)
             doc.update(state="running", started=doc.get("started") or now, updated=now, heartbeat=now,
                        attempts=int(doc.get("attempts", 0)) + 1, message="started", error=None,
                        worker={"host": socket.gethostname(), "pid": os.getpid()})
-            atomic_write_json(d / "job.json", doc)
+            self._write(d, doc, old)
             return doc
 
     def cancel(self, job_id: str) -> dict:
         with self._locked(job_id) as d:
             doc = self.get(job_id)
-            if doc["state"] in FINAL:
+            old = doc["state"]
+            if old in FINAL:
                 return doc
             now = time.time()
             doc.update(state="cancelled", finished=now, updated=now, message="cancelled")
-            atomic_write_json(d / "job.json", doc)
+            self._write(d, doc, old)
             return doc
 
+    def requeue_if_stale(self, job_id: str, stale_after: float) -> bool:
+        """running + heartbeat older than stale_after -> pending (True). Atomic: one caller wins."""
+        with self._locked(job_id) as d:
+            doc = self.get(job_id)
+            now = time.time()
+            if doc["state"] != "running" or now - float(doc.get("heartbeat") or doc["updated"]) <= stale_after:
+                return False
+            doc.update(state="pending", updated=now, queued=None, requeues=int(doc.get("requeues", 0)) + 1,
+                       message="requeued: its worker stopped sending heartbeats")
+            self._write(d, doc, "running")
+            return True
+
+    def fail_if_unqueued(self, job_id: str, older_than: float) -> bool:
+        """pending, never handed to the broker, created more than older_than ago -> failed (True)."""
+        with self._locked(job_id) as d:
+            doc = self.get(job_id)
+            now = time.time()
+            if doc["state"] != "pending" or doc.get("queued") or now - float(doc["created"]) <= older_than:
+                return False
+            doc.update(state="failed", updated=now, finished=now, message="failed",
+                       error="the job could not be queued (the job queue did not answer); submit it again")
+            self._write(d, doc, "pending")
+            return True
+
+    def delete(self, job_id: str) -> None:
+        with self._locked(job_id) as d:
+            doc = self.get(job_id)
+            with _flock(self.root / ".lock"):
+                (d / "job.json").unlink()
+                counts = self._read_counts()
+                counts[doc["state"]] = max(0, counts.get(doc["state"], 0) - 1)
+                atomic_write_json(self._counts_path, counts)
+        shutil.rmtree(d, ignore_errors=True)
+
+    def drop_uploads(self, job_id: str) -> None:
+        """A finished job's uploads (up to 256 MiB) are no use to anyone: free the space at once."""
+        for name in UPLOADS:
+            (self.dir(job_id) / name).unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ reading
     def ids(self) -> list[str]:
         return [p.name for p in self.root.iterdir() if ID_RE.match(p.name) and (p / "job.json").is_file()]
 
@@ -128,27 +221,24 @@ class JobStore:
                 continue
         return out
 
-    def counts(self) -> dict[str, int]:
-        c = dict.fromkeys(STATES, 0)
-        for doc in self.all():
-            c[doc["state"]] = c.get(doc["state"], 0) + 1
-        return c
+    def _read_counts(self) -> dict[str, int]:
+        try:
+            c = json.loads(self._counts_path.read_text())
+        except (FileNotFoundError, ValueError):
+            return dict.fromkeys(STATES, 0)
+        return {s: int(c.get(s, 0)) for s in STATES}
 
-    def orphans(self, stale_after: float) -> list[str]:
-        """Running jobs whose worker died: same host and pid gone, or heartbeat older than stale_after."""
-        out, host, now = [], socket.gethostname(), time.time()
-        for doc in self.all():
-            if doc["state"] != "running":
-                continue
-            w = doc.get("worker") or {}
-            dead = False
-            if w.get("host") == host and w.get("pid"):
-                try:
-                    os.kill(int(w["pid"]), 0)
-                except ProcessLookupError:
-                    dead = True
-                except PermissionError:
-                    pass
-            if dead or now - float(doc.get("heartbeat") or doc["updated"]) > stale_after:
-                out.append(doc["id"])
-        return out
+    def counts(self) -> dict[str, int]:
+        """Jobs per state: one small file, kept by every state change (not a scan of the jobs)."""
+        if not self._counts_path.exists():
+            return self.recount()
+        return self._read_counts()
+
+    def recount(self) -> dict[str, int]:
+        """Rebuild the counts from the jobs themselves (after a crash between a write and its count)."""
+        with _flock(self.root / ".lock"):
+            c = dict.fromkeys(STATES, 0)
+            for doc in self.all():
+                c[doc["state"]] = c.get(doc["state"], 0) + 1
+            atomic_write_json(self._counts_path, c)
+            return c

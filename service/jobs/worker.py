@@ -10,13 +10,16 @@ log = logging.getLogger("nemgan.worker")
 
 
 def run_worker(settings: Settings | None = None, loglevel: str = "INFO") -> None:
-    from celery.signals import worker_ready
+    from celery.signals import worker_ready, worker_shutdown
 
-    from .celery_app import make_celery
-    from .tasks import recover_orphans
+    from .celery_app import make_celery, send_job
+    from .reaper import Reaper
+    from .store import JobStore
 
     settings = settings or Settings()
     app = make_celery(settings)
+    reaper = Reaper(JobStore(settings.jobs), lambda job_id: send_job(app, settings, job_id),
+                    settings.job_stale_after_s, settings.job_retention_s)
 
     @worker_ready.connect(weak=False)
     def _ready(sender=None, **kw):
@@ -26,13 +29,15 @@ def run_worker(settings: Settings | None = None, loglevel: str = "INFO") -> None
             from .. import metrics  # noqa: F401  (registers the metric families)
 
             try:
-                start_http_server(settings.worker_metrics_port)
+                start_http_server(settings.worker_metrics_port, addr=settings.worker_metrics_host)
             except OSError as e:
-                log.error("worker metrics port %s: %s", settings.worker_metrics_port, e)
-        try:
-            recover_orphans(app, settings)
-        except Exception as e:
-            log.error("orphan recovery failed: %s", e)
+                log.error("worker metrics on %s:%s: %s", settings.worker_metrics_host,
+                          settings.worker_metrics_port, e)
+        reaper.start()  # re-queues jobs of dead workers (any host), fails lost submits, applies retention
+
+    @worker_shutdown.connect(weak=False)
+    def _shutdown(sender=None, **kw):
+        reaper.stop()
 
     app.worker_main(["worker", "--pool", "solo", "--concurrency", "1", "--loglevel", loglevel,
                      "--queues", settings.queue_name, "--without-gossip", "--without-mingle",

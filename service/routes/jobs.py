@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import logging
 import time
 
 import numpy as np
@@ -14,10 +14,12 @@ from .. import metrics as M
 from ..deps import AuthDep, JobsDep, PoolDep, RegistryDep, SettingsDep
 from ..errors import ApiError
 from ..jobs.store import JobNotFound
+from ..jobs.submit import QueueUnavailable
 from ..jobs.uploads import UploadError, parse_set
 from ..schemas import ErrorBody, JobInfo
 
 router = APIRouter(tags=["jobs"])
+log = logging.getLogger("nemgan.service")
 
 LEARN_OPENAPI = {"requestBody": {"required": True, "content": {"multipart/form-data": {
     "schema": {"type": "object", "required": ["labeled"], "properties": {
@@ -56,14 +58,14 @@ def _job_view(doc: dict) -> dict:
     return {k: doc.get(k) for k in JobInfo.model_fields}
 
 
-def observe_finished(app) -> None:
-    """nemgan_job_duration_seconds in the API: observed once per job seen finishing since start-up."""
+def _observe_finished(app, doc: dict) -> None:
+    """nemgan_job_duration_seconds in the API: once per job seen finished (since start-up) by a poll."""
     seen: set = app.state.jobs_seen
-    for doc in app.state.jobs.all():
-        if doc["state"] in ("succeeded", "failed", "cancelled") and doc["id"] not in seen:
-            seen.add(doc["id"])
-            if doc.get("finished") and doc["finished"] >= app.state.started_at and doc.get("started"):
-                M.JOB_DURATION.observe(max(0.0, doc["finished"] - doc["started"]))
+    if doc["id"] in seen or not doc.get("finished") or not doc.get("started"):
+        return
+    seen.add(doc["id"])
+    if doc["finished"] >= app.state.started_at:
+        M.JOB_DURATION.observe(max(0.0, doc["finished"] - doc["started"]))
 
 
 @router.post("/v1/priors/learn", status_code=202, openapi_extra=LEARN_OPENAPI, responses={
@@ -101,28 +103,34 @@ async def learn(request: Request, _: AuthDep, settings: SettingsDep, registry: R
         unl_bytes = await unl.read() if unl is not None else None
     finally:
         await form.close()
+    queue = request.app.state.job_queue  # the jobs' own threads: never those inference needs
     try:
-        x_l, y_l = await asyncio.to_thread(parse_set, lab_bytes, lab.filename, manifest, True)
+        x_l, y_l = await queue.run(parse_set, lab_bytes, lab.filename, manifest, True)
         x_u = None
         if unl_bytes is not None:
-            x_u, _y = await asyncio.to_thread(parse_set, unl_bytes, unl.filename, manifest, False)
+            x_u, _y = await queue.run(parse_set, unl_bytes, unl.filename, manifest, False)
     except UploadError as e:
         raise ApiError(e.status, str(e)) from None
     if x_u is None and not _default_unlabeled_available(manifest, settings):
         raise ApiError(422, "no 'unlabeled' set uploaded and the model's training data set "
-                            f"{manifest.data.get('training', {}).get('dataset')!r} is not under {settings.data_dir}")
+                            f"{manifest.data.get('training', {}).get('dataset')!r} is not available on the server")
     params.update(n_labeled=int(len(x_l)), n_unlabeled=None if x_u is None else int(len(x_u)))
     job_id = jobs.new_id()
     d = jobs.dir(job_id)
     d.mkdir(parents=True)
-    await asyncio.to_thread(_save, d, x_l, y_l, x_u)
+    await queue.run(_save, d, x_l, y_l, x_u)
     jobs.create(job_id, params)
     try:
-        await asyncio.to_thread(_send, request.app, job_id)
-    except Exception as e:
-        jobs.update(job_id, state="failed", error=f"cannot queue the job: {e}", finished=time.time())
+        await queue.send(job_id)
+    except QueueUnavailable as e:
+        log.error("cannot queue job %s: %s", job_id, e.__cause__ or e)
+        jobs.update(job_id, state="failed", error="the job queue did not answer; submit the job again later",
+                    finished=time.time(), message="failed")
+        jobs.drop_uploads(job_id)
         M.REJECTED.labels("broker_unavailable").inc()
-        raise ApiError(503, "job queue unavailable", headers={"Retry-After": str(settings.retry_after_s)}) from None
+        raise ApiError(503, "job queue unavailable: submit the job again later",
+                       headers={"Retry-After": str(settings.retry_after_s)}) from None
+    jobs.mark_queued(job_id)
     loc = f"/v1/jobs/{job_id}"
     return JSONResponse({"id": job_id, "state": "pending", "location": loc}, status_code=202,
                         headers={"Location": loc})
@@ -146,13 +154,6 @@ def _save(d, x_l, y_l, x_u) -> None:
         np.savez(d / "unlabeled.npz", x=x_u)
 
 
-def _send(app, job_id: str) -> None:
-    from ..jobs.celery_app import TASK_NAME
-
-    celery = app.state.get_celery()
-    celery.send_task(TASK_NAME, args=[job_id], task_id=job_id, queue=app.state.settings.queue_name)
-
-
 @router.get("/v1/jobs/{job_id}", response_model=JobInfo, responses={
     200: {"content": {"application/json": {"example": JOB_EXAMPLE}}}, 404: {"model": ErrorBody}},
     summary="Job state, progress and, when done, the learned priors, metrics and new version")
@@ -162,7 +163,7 @@ async def get_job(job_id: str, request: Request, jobs: JobsDep):
     except JobNotFound as e:
         raise ApiError(404, str(e)) from None
     if doc["state"] in ("succeeded", "failed", "cancelled"):
-        observe_finished(request.app)
+        _observe_finished(request.app, doc)
     return _job_view(doc)
 
 

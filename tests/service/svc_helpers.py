@@ -79,9 +79,9 @@ class Server:
 class Worker:
     """A real Celery worker subprocess (solo pool)."""
 
-    def __init__(self, env: dict, log: Path):
+    def __init__(self, env: dict, log: Path, cwd: Path = REPO):
         self.log = log
-        self.proc = subprocess.Popen([sys.executable, "-m", "service.jobs.worker"], cwd=REPO, env=env,
+        self.proc = subprocess.Popen([sys.executable, "-m", "service.jobs.worker"], cwd=cwd, env=env,
                                      stdout=open(log, "ab"), stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout: float = 60.0) -> None:
