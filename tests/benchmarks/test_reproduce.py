@@ -17,6 +17,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 import evaluate_model  # noqa: E402
 import reproduce  # noqa: E402
+from repro import evaluation, report as repro_report, rows as repro_rows  # noqa: E402
 
 ROWS = "t1-fmnist-p,mm-static"  # covers prior learning, Algorithm 2, the sigma sweep and shipping
 
@@ -86,7 +87,7 @@ def test_rerun_skips_finished_rows(dry_run):
 def test_failing_row_is_reported_not_fatal(tmp_path, monkeypatch):
     bad = reproduce.Row("bad-row", "t1", "test", "MNIST", "broken", "a row whose config is invalid",
                         dict(latent_kind="no-such-latent"), dict(acc=0.5))
-    monkeypatch.setattr(reproduce, "ROWS", [bad, *[r for r in reproduce.ROWS if r.id == "abl-c1n-c2n-c3n"]])
+    monkeypatch.setattr(repro_rows, "ROWS", [bad, *[r for r in repro_rows.ROWS if r.id == "abl-c1n-c2n-c3n"]])
     out = tmp_path / "out"
     assert reproduce.main(["--dry-run", "--out", str(out), "--no-ship"]) == 0
     r = json.loads((out / "results" / "bad-row.json").read_text())
@@ -126,14 +127,14 @@ def test_rows_match_the_papers_tables():
 def test_shortfall_and_prior_alignment():
     r = {"status": "ok", "paper": {"acc": 0.96}, "headline": {"acc": 0.90}, "caveat": "",
          "budget": {"steps_done": 3000, "paper_steps": 200_000}}
-    text = reproduce._shortfall(r)
+    text = repro_report._shortfall(r)
     assert text.startswith("short by 0.06 ACC") and "3k of the paper's 200k steps" in text
     r["headline"]["acc"] = 0.95
-    assert reproduce._shortfall(r) == "reproduced (within 0.02)"
-    assert reproduce._shortfall({"status": "error", "error": "boom"}).startswith("**failed**")
+    assert repro_report._shortfall(r) == "reproduced (within 0.02)"
+    assert repro_report._shortfall({"status": "error", "error": "boom"}).startswith("**failed**")
     # mode 0 -> class 1, mode 1 -> class 0
-    assert reproduce._align_priors([0.3, 0.7], {0: 1, 1: 0}, 2) == [0.7, 0.3]
-    assert reproduce._align_priors([0.2, 0.8], {1: 0}, 2) == [0.8, 0.2]
+    assert evaluation._align_priors([0.3, 0.7], {0: 1, 1: 0}, 2) == [0.7, 0.3]
+    assert evaluation._align_priors([0.2, 0.8], {1: 0}, 2) == [0.8, 0.2]
 
 
 def test_evaluate_model_prints_and_writes_json(tiny_model_dir, tmp_path, capsys):
