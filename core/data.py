@@ -1,7 +1,7 @@
 """Where data sets live: the data root, the presets' folders and class names (no loading here).
 
 The service needs this much without the loaders (does a model's training set exist on this machine?);
-the loaders themselves (IDX, .npz/.npy, image folders, subsetting) are training's (training/data/).
+the loaders themselves (IDX, .npz/.npy, image folders, subsetting) are training's (training/dataset/).
 """
 
 from __future__ import annotations

@@ -24,13 +24,15 @@ from training.dataset import (
     read_idx,
 )
 
+from core.data import DATA_HINT, default_data_root
+
 REPO = Path(__file__).resolve().parents[2]
-DATA = REPO.parent / "shared" / "data"
+DATA = default_data_root()  # $NEMGAN_DATA_DIR, else ../shared/data: the project's own resolution
 MNIST = DATA / "mnist"
 FMNIST = DATA / "fashion-mnist"
 
 needs_mnist = pytest.mark.skipif(
-    not (MNIST / "train-images-idx3-ubyte.gz").is_file(), reason="shared MNIST files not available"
+    not (MNIST / "train-images-idx3-ubyte.gz").is_file(), reason=f"MNIST not found under {DATA}: {DATA_HINT}"
 )
 
 
