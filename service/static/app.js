@@ -217,7 +217,8 @@ async function cluster(files) {
   clearError(box);
   const form = new FormData();
   for (const f of files) form.append("files", f, f.name);
-  const q = query({ model: currentModel(), version: currentVersion(), return_reconstruction: "true" });
+  const q = query({ model: currentModel(), version: currentVersion(), return_reconstruction: "true",
+                   input_range: $("#cluster-range").value });
   $("#cluster-meta").textContent = `clustering ${files.length} file(s)…`;
   let res;
   try {
@@ -229,7 +230,12 @@ async function cluster(files) {
     return;
   }
   const originals = files.some((f) => ARRAY_FILE.test(f.name)) ? [] : files;
-  $("#cluster-meta").textContent = `${res.model} v${res.version} · ${res.results.length} image(s)`;
+  let meta = `${res.model} v${res.version} · ${res.results.length} image(s)`;
+  if (res.ood) {  // the model's calibrated out-of-distribution rule, when it has one
+    meta += ` · flagged out of distribution when the score is above ${Number(res.ood.threshold).toFixed(2)} ` +
+      `(${(100 * res.ood.fpr).toFixed(0)}% of held-out training images are)`;
+  }
+  $("#cluster-meta").textContent = meta;
   $("#cluster-results").replaceChildren(...res.results.map((r) => renderResult(r, res.mode_labels,
     originals[r.index])));
 }
@@ -239,9 +245,11 @@ function oodBadge(r) {
   const flag = r.ood ?? r.out_of_distribution;
   const score = r.ood_score;
   if (flag == null && score == null) return null;
-  const txt = (flag ? "out of distribution" : "in distribution") +
-    (score != null ? ` · score ${Number(score).toFixed(2)}` : "");
-  return el("span", { class: "badge " + (flag ? "ood" : "ok"), text: txt });
+  const box = el("div", { class: "ood-box" });
+  if (flag != null) box.append(el("span", { class: "badge " + (flag ? "ood" : "ok"),
+    text: flag ? "out of distribution" : "in distribution" }));
+  if (score != null) box.append(el("div", { class: "meta ood-score", text: `OOD score ${Number(score).toFixed(2)}` }));
+  return box;
 }
 
 function renderResult(r, labels, file) {

@@ -4,8 +4,9 @@ serving the shipped models/mnist.
 
 Steps: load / -> a grid of generated digits appears; pick mode 7 and sigma 0.5 -> the grid follows; drop six
 images (four MNIST test digits, an inverted digit, uniform noise) on the drop zone -> label, probability bars
-and the reconstruction g(h1(x)) per image (and the OOD flag when the API sends one); a corrupt upload and a
-negative seed -> the API's own error words on the page; learn priors without a key -> 401 shown; with the key
+the reconstruction g(h1(x)) and the OOD flag per image, as the API answers them; a corrupt upload, a float
+.npy without its pixel range and a negative seed -> the API's own error words on the page; the same .npy with
+range 0-1 picked -> clustered; learn priors without a key -> 401 shown; with the key
 -> the job's progress bar runs to 100% and the new version 2 is listed and active; activate v1 with a wrong key
 -> 401 shown; with the right key -> v1 active; roll back -> v2 active again. No request leaves 127.0.0.1.
 
@@ -71,7 +72,10 @@ def inputs(tmp_path_factory, data_root):
     info = make_example(REPO / "models" / "mnist", "mnist", d / "example", per_class=10, n_unlabeled=1000,
                         data_root=data_root)
     (d / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not a png")
-    return {"files": files, "example": info, "broken": d / "broken.png"}
+    # the same 3 and 7 as float32 in 0..1 (the usual torch/keras range): needs input_range=0-1
+    digits = np.stack([test.x[np.flatnonzero(test.y == k)[1], 0] for k in (3, 7)]).astype(np.float32) / 255
+    np.save(d / "digits.npy", digits)
+    return {"files": files, "example": info, "broken": d / "broken.png", "float01": d / "digits.npy"}
 
 
 @pytest.fixture(scope="module")
@@ -188,11 +192,27 @@ def _run(page, srv, inputs, shots, expect):
         expect(row.locator("img.recon")).to_have_attribute("src", "data:image/png;base64," + r["reconstruction"])
         heights = row.locator(".vbars .fill").evaluate_all("(fs) => fs.map((f) => parseFloat(f.style.height))")
         assert np.allclose(heights, np.asarray(r["probabilities"]) * 100, atol=0.06), (heights, r["probabilities"])
-        if "ood" in r or "out_of_distribution" in r or "ood_score" in r:
-            expect(row.locator(".badge")).to_be_visible()
+        if r.get("ood") is not None:  # the shipped model is OOD-calibrated: the flag is shown as the API sets it
+            expect(row.locator(".badge")).to_have_class("badge ood" if r["ood"] else "badge ok")
+            expect(row.locator(".ood-score")).to_have_text(f"OOD score {r['ood_score']:.2f}")
+    # the shipped model is OOD-calibrated (AUROC 1.0 against uniform noise): the noise image is flagged
+    expect(results.nth(list(files).index("noise.png")).locator(".badge")).to_have_text("out of distribution")
     for digit in (3, 7, 0, 5):  # the shipped model gets these test digits right
         assert results.nth(list(files).index(f"digit-{digit}.png")).get_attribute("data-label") == str(digit)
     page.locator("#cluster").screenshot(path=str(shots / "playground-cluster.png"))
+
+    # a float .npy batch needs its pixel range: refused without it (the API's words), clustered with it
+    arr = inputs["float01"]
+    want = httpx.post(srv.url + "/v1/cluster", files=[("files", ("digits.npy", arr.read_bytes(), "application/x-npy"))])
+    assert want.status_code == 400
+    page.set_input_files("#cluster-files", str(arr))
+    assert _error_text(page, "#cluster-error") == want.json()["error"]
+    page.select_option("#cluster-range", "0-1")
+    page.set_input_files("#cluster-files", str(arr))
+    expect(results).to_have_count(2)
+    expect(page.locator("#cluster-error")).to_be_hidden()
+    assert results.evaluate_all("(rs) => rs.map((r) => r.dataset.label)") == ["3", "7"]
+    page.select_option("#cluster-range", "")
 
     # a corrupt image: the API's 400 message, word for word
     want = httpx.post(srv.url + "/v1/cluster?return_reconstruction=true",
