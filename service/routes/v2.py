@@ -33,6 +33,12 @@ META_EX = {200: {"content": {"application/json": {"example": {
     "outputs": [{"name": "z", "datatype": "FP32", "shape": [-1, 50]},
                 {"name": "logits", "datatype": "FP32", "shape": [-1, 10]},
                 {"name": "ood_score", "datatype": "FP32", "shape": [-1]}]}}}}}
+SERVER_EX = {200: {"content": {"application/json": {"example": {
+    "name": "nemgan", "version": "0.1.0", "extensions": ["binary_tensor_data"]}}}}}
+READY_EX = {200: {"content": {"application/json": {"example": {"name": "mnist-h", "version": "1", "ready": True}}}}}
+INFER_EX = {200: {"content": {"application/json": {"example": {
+    "id": "1", "model_name": "mnist-g", "model_version": "1",
+    "outputs": [{"name": "x", "datatype": "FP32", "shape": [1, 1, 28, 28], "data": [-1.0, "..."]}]}}}}}
 INFER_BODY = {"requestBody": {"required": True, "content": {
     "application/json": {"schema": {"type": "object"}, "example": {
         "id": "1", "inputs": [{"name": "z", "shape": [1, 50], "datatype": "FP32", "data": [0.0] * 50}],
@@ -70,7 +76,7 @@ async def _runtime(pool, model: str, version: str | None):
     return await pool.get(base, version), net
 
 
-@router.get("/v2", summary="OIP server metadata")
+@router.get("/v2", summary="OIP server metadata", responses=SERVER_EX)
 async def server_metadata():
     from importlib.metadata import PackageNotFoundError, version
 
@@ -90,8 +96,8 @@ async def model_metadata(model: str, pool: PoolDep, registry: RegistryDep, versi
             "inputs": inputs, "outputs": outputs}
 
 
-@router.get("/v2/models/{model}/ready", summary="OIP model readiness", responses=ERR)
-@router.get("/v2/models/{model}/versions/{version}/ready", summary="OIP model readiness", responses=ERR)
+@router.get("/v2/models/{model}/ready", summary="OIP model readiness", responses={**ERR, **READY_EX})
+@router.get("/v2/models/{model}/versions/{version}/ready", summary="OIP model readiness", responses={**ERR, **READY_EX})
 async def model_ready(model: str, pool: PoolDep, version: str | None = None):
     rt, _ = await _runtime(pool, model, version)
     if rt.retired:
@@ -100,9 +106,9 @@ async def model_ready(model: str, pool: PoolDep, version: str | None = None):
 
 
 @router.post("/v2/models/{model}/infer", summary="OIP inference (active version)", openapi_extra=INFER_BODY,
-             responses={**ERR, 413: {"model": ErrorBody}, 503: {"model": ErrorBody}})
+             responses={**ERR, **INFER_EX, 413: {"model": ErrorBody}, 503: {"model": ErrorBody}})
 @router.post("/v2/models/{model}/versions/{version}/infer", summary="OIP inference", openapi_extra=INFER_BODY,
-             responses={**ERR, 413: {"model": ErrorBody}, 503: {"model": ErrorBody}})
+             responses={**ERR, **INFER_EX, 413: {"model": ErrorBody}, 503: {"model": ErrorBody}})
 async def infer(model: str, request: Request, pool: PoolDep, settings: SettingsDep, version: str | None = None):
     rt, net = await _runtime(pool, model, version)
     body = await request.body()
