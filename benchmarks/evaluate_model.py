@@ -67,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", default="runs/.cache", help="where the real-data classifiers are cached")
     p.add_argument("--data-root", default=None, help="data folder (default ../shared/data or $NEMGAN_DATA_DIR)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (the plan and phases are still said)")
     p.add_argument("--json", dest="json_out", type=Path, default=None, help="also write the results to this JSON file")
     return p
 
@@ -80,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     from training.metrics import list_metrics
 
     console = Console()
+    status = Console(stderr=True)  # the plan and the phases; the table goes to stdout
     metrics = [m.strip() for m in a.metrics.split(",") if m.strip()]
     unknown = [m for m in metrics if m not in list_metrics()]
     if unknown:
@@ -89,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         model = load_any(a.model)
         res = evaluate(model, metrics, split=a.split, data_root=a.data_root, cache_dir=a.cache_dir,
                        num_gen=a.num_gen, algorithm2=a.algorithm2, max_samples=a.max_samples, seed=a.seed,
-                       classifier_steps=a.classifier_steps)
+                       classifier_steps=a.classifier_steps, progress=not a.no_progress,
+                       report=lambda line: status.print(line, markup=False, highlight=False))
     except (ValueError, FileNotFoundError) as e:
         console.print(f"[red]error:[/red] {e}")
         return 2

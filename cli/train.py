@@ -121,6 +121,9 @@ def eval_(
     data_root: Annotated[Optional[str], typer.Option(help="Folder holding the data sets (default ../shared/data or $NEMGAN_DATA_DIR).")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Also write the results to this JSON file.")] = None,
     list_: Annotated[bool, typer.Option("--list", help="List the registered metrics and exit.")] = False,
+    num_gen: Annotated[int, typer.Option(help="Generated images for FCD / generation purity.")] = 10000,
+    classifier_steps: Annotated[int, typer.Option(help="Steps of the real-data classifier (trained once per data set, then cached).")] = 2000,
+    progress: Annotated[bool, typer.Option(help="Progress bars for the long phases (the plan and phase lines go to stderr either way).")] = True,
 ):
     """Evaluate a model: Hungarian ACC / NMI / ARI / purity of h, FCD, per-mode purity, prior error."""
     try:
@@ -135,7 +138,8 @@ def eval_(
     try:
         m = load_any(model)
         res = evaluate(m, [s.strip() for s in metrics.split(",") if s.strip()], split=split, data_root=data_root,
-                       algorithm2=algorithm2, max_samples=max_samples)
+                       algorithm2=algorithm2, max_samples=max_samples, num_gen=num_gen,
+                       classifier_steps=classifier_steps, report=lambda line: typer.echo(line, err=True), progress=progress)
     except (ValueError, FileNotFoundError) as e:
         fail(str(e))
     text = json.dumps(res, indent=2, default=float)

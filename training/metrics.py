@@ -30,6 +30,8 @@ from scipy.special import expit, rel_entr
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 from sklearn.metrics.cluster import contingency_matrix
 
+from core.images import uint8_to_model
+
 # --------------------------------------------------------------------------------------------------
 # Clustering metrics
 # --------------------------------------------------------------------------------------------------
@@ -454,9 +456,8 @@ def compute_metrics(names: list[str], ctx: MetricContext) -> dict:
 def _cluster(ctx: MetricContext) -> dict:
     """ACC / NMI / ARI / purity of the inverter's mode assignment on the real test set."""
     ctx.require("cluster", "h_predict", "x_test", "y_test")
-    # uint8 -> [-1, 1] inline rather than via training.classifier, which would import torch
     preds = [
-        np.asarray(ctx.h_predict(ctx.x_test[i : i + ctx.batch_size].astype(np.float32) / 127.5 - 1.0), np.int64).ravel()
+        np.asarray(ctx.h_predict(uint8_to_model(ctx.x_test[i : i + ctx.batch_size])), np.int64).ravel()
         for i in range(0, len(ctx.x_test), ctx.batch_size)
     ]
     report = clustering_report(ctx.y_test, np.concatenate(preds))

@@ -142,8 +142,16 @@ def test_evaluate_model_prints_and_writes_json(tiny_model_dir, tmp_path, capsys)
     rc = evaluate_model.main([str(tiny_model_dir), "--metrics", "cluster,prior_error,fcd", "--num-gen", "100",
                               "--classifier-steps", "5", "--cache-dir", str(tmp_path / "cache"), "--json", str(out)])
     assert rc == 0
-    printed = capsys.readouterr().out
+    cap = capsys.readouterr()
+    printed = cap.out
     assert "ACC (Hungarian)" in printed and "NMI" in printed and "ARI" in printed and "purity" in printed
+    # said up front, then every phase with progress (issue 11: the classifier training used to be silent)
+    err = cap.err
+    plan = err.index("evaluating on")
+    assert plan < err.index("1. cluster") < err.index("3. fcd") < err.index("[1/3] cluster ...")
+    assert "real-data classifier: trained first on the training set for 5 steps" in err
+    assert "classifier:" in err and "5/5" in err  # the classifier's own progress bar
+    assert err.index("real-data classifier: ready") < err.index("[3/3] fcd done")
     res = json.loads(out.read_text())
     assert 0.0 <= res["cluster"]["acc"] <= 1.0 and "fcd" in res["fcd"] and res["n_modes"] == 10
 

@@ -89,3 +89,15 @@ def test_sample_errors(tiny_model_dir, tmp_path):
 def test_eval_lists_metrics():
     r = run("eval", ".", "--list")
     assert r.exit_code == 0 and "cluster" in r.output and "fcd" in r.output
+
+
+def test_eval_says_what_it_computes_and_shows_progress(tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the classifier cache (runs/.cache) goes here
+    r = CliRunner().invoke(app, ["eval", str(tiny_model_dir), "--metrics", "cluster,gen_purity", "--num-gen", "50",
+                                 "--classifier-steps", "4", "--out", str(tmp_path / "e.json")])
+    assert r.exit_code == 0, r.output
+    err, out = r.stderr, r.stdout
+    assert "evaluating on" in err and "1. cluster" in err and "2. gen_purity: 50 generated images" in err
+    assert "trained first on the training set for 4 steps" in err and "4/4" in err  # classifier progress bar
+    assert err.index("2. gen_purity") < err.index("[1/2] cluster ...") < err.index("[2/2] gen_purity done")
+    assert json.loads(out)["cluster"]["acc"] == json.loads((tmp_path / "e.json").read_text())["cluster"]["acc"]
