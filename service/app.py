@@ -19,7 +19,7 @@ from .jobs.store import JobStore
 from .jobs.submit import JobQueue
 from .middleware import BodyLimitMiddleware, MetricsMiddleware
 from .registry import Registry
-from .routes import cluster, docs, generate, health, jobs, metrics, models, playground
+from .routes import cluster, docs, generate, health, jobs, metrics, models, playground, v2
 from .runtime import ModelPool
 from .settings import Settings
 
@@ -106,7 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.job_queue = JobQueue(s, app.state.jobs)
     M.JOBS.store = app.state.jobs
     errors.install(app, s.retry_after_s)
-    for r in (health, metrics, generate, cluster, models, jobs):
+    for r in (health, metrics, generate, cluster, models, jobs, v2):
         app.include_router(r.router)
     docs.install(app)
     playground.install(app)
