@@ -83,7 +83,7 @@ def evaluate(model_dir: Path, n: int, seed: int) -> dict:
     }
     ins = candidates(nets, shipped, both, test)
     out = {"model": str(model_dir.relative_to(REPO) if model_dir.is_relative_to(REPO) else model_dir),
-           "name": man.name, "version": man.version, "in_distribution": f"{ds} test", "n_in": int(len(test)),
+           "name": man.name, "version": man.version, "in_distribution": f"{ds} test", "n_in": len(test),
            "shipped_score": {"components": list(shipped.components), "threshold": shipped.threshold,
                              "calibrated_fpr": shipped.fpr,
                              "test_fpr": float(np.mean(shipped.flag(ins["shipped"])))},
@@ -92,7 +92,7 @@ def evaluate(model_dir: Path, n: int, seed: int) -> dict:
         outs = candidates(nets, shipped, both, x)
         y = np.r_[np.zeros(len(test)), np.ones(len(x))]
         out["vs"][name] = {
-            "n_out": int(len(x)),
+            "n_out": len(x),
             "auroc": {k: float(roc_auc_score(y, np.r_[ins[k], outs[k]])) for k in ins},
             "flagged": float(np.mean(shipped.flag(outs["shipped"]))),
         }

@@ -112,7 +112,7 @@ class OodCalibration:
         return p
 
     @classmethod
-    def load(cls, section: dict, model_dir: str | Path) -> "OodCalibration":
+    def load(cls, section: dict, model_dir: str | Path) -> OodCalibration:
         validate_section(section, model_dir)
         with np.load(Path(model_dir) / section["file"], allow_pickle=False) as f:
             means, whiten = f["means"].astype(np.float32), f["whiten"].astype(np.float32)
@@ -177,7 +177,7 @@ def fit(z_fit, logits_fit, z_hold, logits_hold, *, x_fit=None, recon_fit=None, x
         cal.log_std[name] = float(max(lv.std(), 1e-6))
     s = cal.score(z_hold, logits_hold, x_hold, recon_hold)
     cal.threshold = float(np.quantile(s.astype(np.float64), 1 - fpr))
-    cal.info = {**(info or {}), "n_fit": int(len(z_fit)), "n_holdout": int(len(z_hold)),
+    cal.info = {**(info or {}), "n_fit": len(z_fit), "n_holdout": len(z_hold),
                 "holdout_fpr": float(np.mean(s > cal.threshold))}
     return cal
 

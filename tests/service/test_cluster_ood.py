@@ -8,7 +8,6 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
-
 from svc_helpers import npy_bytes
 
 NPY = {"content-type": "application/x-npy"}

@@ -9,11 +9,10 @@ import signal
 import httpx
 import numpy as np
 import pytest
-
 from svc_helpers import Server, base_env, npy_bytes
 
 httpclient = pytest.importorskip("tritonclient.http", reason="the dev extra installs tritonclient[http]")
-from tritonclient.utils import InferenceServerException  # noqa: E402
+from tritonclient.utils import InferenceServerException
 
 
 @pytest.fixture(scope="module")
