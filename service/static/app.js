@@ -391,6 +391,9 @@ function wire() {
     drop.classList.remove("over");
     cluster(e.dataTransfer.files);
   });
+  drop.addEventListener("keydown", (e) => {  // keyboard users: Enter or Space opens the file chooser
+    if (e.key === "Enter" || e.key === " ") { e.preventDefault(); $("#cluster-files").click(); }
+  });
   $("#cluster-files").addEventListener("change", (e) => { cluster(e.target.files); e.target.value = ""; });
 
   $("#priors-form").addEventListener("submit", learnPriors);

@@ -271,6 +271,12 @@ def _run(page, srv, inputs, shots, expect):
     expect(page.locator("#version option").first).to_have_text("active (v2)")
     page.locator("#versions").screenshot(path=str(shots / "playground-versions.png"))
 
+    # a version that is not the active one can be picked for generation
+    page.select_option("#version", "1")
+    expect(page.locator("#gen-meta")).to_contain_text("mnist v1 · seed 0")
+    page.select_option("#version", "")
+    expect(page.locator("#gen-meta")).to_contain_text("mnist v2 · seed 0")
+
     # the whole page: digits drawn from v2's learned priors (0-4 three times as frequent), the dropped images
     page.select_option("#gen-mode", label="from the priors")
     expect(page.locator("#gen-meta")).to_contain_text("mnist v2 · seed 0 · 36 images · modes drawn from the priors")
