@@ -9,3 +9,7 @@ class ManifestError(ValueError):
 
 class DataError(ValueError):
     """Missing, malformed or unsupported input data (the message names the file and the problem)."""
+
+
+class TooLarge(DataError):
+    """Input whose declared size (array shape, zip entry, image dimensions) is over a cap: HTTP 413."""

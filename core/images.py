@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .png import decode_png, decode_png_batch
+from .errors import TooLarge
+from .png import decode_png, decode_png_batch, png_header
 
 
 @dataclass
@@ -95,25 +96,44 @@ def _to_spec(im, spec: ImageSpec) -> np.ndarray:
     return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
 
 
-def decode_image(data: bytes, spec: ImageSpec, fast: bool = True) -> np.ndarray:
+# The most pixels an uploaded image may declare (4096 x 4096). Checked from the header, before decoding:
+# a 69-byte PNG can declare 20000 x 20000, and a 140 KB one 12000 x 12000 that takes a second to decode.
+MAX_PIXELS = 1 << 24
+
+
+def _check_pixels(w: int, h: int, max_pixels: int) -> None:
+    if w * h > max_pixels:
+        raise TooLarge(f"image of {w}x{h} pixels is over the cap of {max_pixels} pixels (4096x4096)")
+
+
+def decode_image(data: bytes, spec: ImageSpec, fast: bool = True, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """One encoded image (PNG/JPEG/...) -> uint8 [C,H,W] in the model's mode and size.
 
     The single place an uploaded image is decoded (the API, the upload parser, the CLI). ValueError
-    with a readable message for empty, corrupt or unsupported data. `fast=False` skips the PNG fast
-    path (the reference it is tested against)."""
+    with a readable message for empty, corrupt or unsupported data; TooLarge (a ValueError) when its
+    header declares more than `max_pixels`, before any pixel is decoded. `fast=False` skips the PNG
+    fast path (the reference it is tested against)."""
     from PIL import Image, UnidentifiedImageError
 
     if not data:
         raise ValueError("empty image")
     try:
+        size = png_header(data)
+        if size is not None:
+            _check_pixels(*size, max_pixels)
         im = decode_png(data) if fast else None
         if im is not None:
             return _to_spec(im, spec)
-        with Image.open(io.BytesIO(data)) as f:
+        with Image.open(io.BytesIO(data)) as f:  # reads the header only
+            _check_pixels(*f.size, max_pixels)
             f.load()
             return _to_spec(f, spec)
     except UnidentifiedImageError:  # its message names a BytesIO object
         raise ValueError("cannot decode image: not an image, or a corrupt one") from None
+    except Image.DecompressionBombError as e:  # Pillow's own cap, should a format report its size late
+        raise TooLarge(f"image too large: {e}") from None
+    except TooLarge:
+        raise
     except (OSError, SyntaxError, ValueError) as e:
         raise ValueError(f"cannot decode image: {e}") from e
 
@@ -128,7 +148,7 @@ def decode_images_u8(blobs: list[bytes], spec: ImageSpec) -> np.ndarray:
         try:
             u8[i] = decode_image(b, spec)
         except ValueError as e:
-            raise ValueError(f"image {i}: {e}") from None
+            raise (TooLarge if isinstance(e, TooLarge) else ValueError)(f"image {i}: {e}") from None
     return u8
 
 

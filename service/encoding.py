@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.images import U8_TO_MODEL, ImageSpec, prepare_array_batch
+from core.errors import TooLarge
+from core.npy import read_arrays
 
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 
@@ -81,34 +83,24 @@ def _fast_npy(data: bytes) -> np.ndarray | None:
     return np.frombuffer(data, dtype, count, offset=off).reshape(shape)
 
 
-def load_array(data: bytes, spec: ImageSpec, key: str = "x", input_range: tuple[float, float] | None = None) -> np.ndarray:
-    """A .npy or .npz upload -> float32 [N,C,H,W] in model range; ValueError when unusable.
+def load_array(data: bytes, spec: ImageSpec, key: str = "x", input_range: tuple[float, float] | None = None,
+               max_rows: int = 1 << 16) -> np.ndarray:
+    """A .npy or .npz upload -> float32 [N,C,H,W] in model range; ValueError when unusable, TooLarge (413)
+    when it declares more than `max_rows` images' worth of values (checked before unpacking anything).
 
     `input_range`: the (low, high) the request states for its values (required for float arrays)."""
     if not data:
         raise ValueError("empty array upload")
+    c, h, w = spec.channels, spec.height, spec.width
     arr = _fast_npy(data)
-    if arr is not None:
-        c, h, w = spec.channels, spec.height, spec.width
+    if arr is not None:  # a view of the body: nothing unpacked yet
+        if arr.ndim and len(arr) > max_rows:
+            raise TooLarge(f"too many images: {len(arr)} > cap {max_rows}")
         if arr.dtype == np.uint8 and input_range is None and (arr.shape[1:] == (c, h, w) or (c == 1 and arr.shape[1:] == (h, w))):
             return U8_TO_MODEL[arr].reshape(len(arr), c, h, w)  # the common upload: uint8 images
         return np.ascontiguousarray(prepare_array_batch(arr, spec, input_range), dtype=np.float32)
-    try:
-        bio = io.BytesIO(data)
-        if data[:4] == b"PK\x03\x04":
-            with np.load(bio, allow_pickle=False) as f:
-                names = list(f.keys())
-                if not names:
-                    raise ValueError("npz holds no arrays")
-                arr = f[key] if key in names else f[names[0]]
-        else:
-            arr = np.load(bio, allow_pickle=False)
-    except ValueError:
-        raise
-    except Exception as e:  # zipfile.BadZipFile, EOFError, OSError, pickle refusal ...
-        raise ValueError(f"cannot read .npy/.npz data: {e}") from None
-    if not isinstance(arr, np.ndarray):
-        raise ValueError("upload is not an array")
+    arrays = read_arrays(data, max_rows, c * h * w)  # shapes and sizes checked from the headers first
+    arr = arrays[key] if key in arrays else next(iter(arrays.values()))  # .npy: its one array
     return np.ascontiguousarray(prepare_array_batch(arr, spec, input_range), dtype=np.float32)
 
 

@@ -13,9 +13,12 @@ from pathlib import PurePosixPath
 
 import numpy as np
 
+from core.errors import TooLarge
 from core.images import decode_image, model_to_uint8, prepare_array_batch
+from core.npy import read_arrays
 from core.manifest import Manifest
 
+MAX_IMAGE_FILE_BYTES = 32 << 20  # per image file in a zip; larger ones would be over the pixel cap anyway
 IMAGE_EXT = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
 
 
@@ -45,8 +48,13 @@ def _zip(data: bytes, m: Manifest, labeled: bool, max_images: int, max_bytes: in
         raise UploadError("the zip holds no images")
     if len(infos) > max_images:
         raise UploadError(f"too many images in the zip: {len(infos)} > {max_images}", 413)
+    # Declared sizes, before anything is inflated (zipfile never inflates past a member's file_size).
+    for info in infos:
+        if info.file_size > MAX_IMAGE_FILE_BYTES:
+            raise UploadError(f"{info.filename}: {info.file_size} bytes unpacked is over the cap of "
+                              f"{MAX_IMAGE_FILE_BYTES} bytes per image", 413)
     if sum(i.file_size for i in infos) > max_bytes:
-        raise UploadError("the zip's uncompressed size is over the upload cap", 413)
+        raise UploadError(f"the zip's uncompressed size is over the upload cap of {max_bytes} bytes", 413)
     spec = m.image
     xs, ys = [], []
     for info in infos:
@@ -56,7 +64,9 @@ def _zip(data: bytes, m: Manifest, labeled: bool, max_images: int, max_bytes: in
                 raise UploadError(f"{info.filename}: images must sit in one folder per class", 422)
             ys.append(_mode_of(parts[-2], m))
         try:
-            xs.append(decode_image(zf.read(info), spec))
+            xs.append(decode_image(zf.read(info), spec))  # its declared pixel count is checked first
+        except TooLarge as e:
+            raise UploadError(f"{info.filename}: {e}", 413) from None
         except ValueError as e:
             raise UploadError(f"{info.filename}: {e}") from None
         except (zipfile.BadZipFile, OSError, EOFError) as e:
@@ -66,20 +76,21 @@ def _zip(data: bytes, m: Manifest, labeled: bool, max_images: int, max_bytes: in
 
 
 def _arrays(data: bytes, m: Manifest, labeled: bool, max_images: int):
-    try:
-        obj = np.load(io.BytesIO(data), allow_pickle=False)
-    except Exception as e:
+    spec = m.image
+    try:  # shapes, dtypes (no pickles) and declared sizes checked before anything is unpacked
+        arrays = read_arrays(data, max_images, spec.channels * spec.height * spec.width, keys=("", "x", "y"))
+    except TooLarge as e:
+        raise UploadError(str(e), 413) from None
+    except ValueError as e:
         raise UploadError(f"cannot read .npz/.npy data: {e}") from None
-    if isinstance(obj, np.ndarray):
+    if "" in arrays:  # an .npy
         if labeled:
             raise UploadError("a labeled set needs an .npz with x and y (or a zip of class folders)")
-        x, y = obj, None
+        x, y = arrays[""], None
     else:
-        with obj:
-            if "x" not in obj.files:
-                raise UploadError(f"the .npz needs an array 'x' (has {obj.files})")
-            x = obj["x"]
-            y = obj["y"] if "y" in obj.files else None
+        if "x" not in arrays:
+            raise UploadError("the .npz needs an array 'x'")
+        x, y = arrays["x"], arrays.get("y")
         if labeled and y is None:
             raise UploadError("the labeled .npz needs an array 'y' of mode indices")
     if len(x) > max_images:
@@ -103,7 +114,10 @@ def _arrays(data: bytes, m: Manifest, labeled: bool, max_images: int):
 
 
 def parse_set(data: bytes, filename: str | None, m: Manifest, labeled: bool, max_images: int = 100_000,
-              max_bytes: int = 1 << 30):
+              max_bytes: int = 256 << 20):
+    """A training-set upload -> (x uint8 NCHW, y int64 or None); UploadError (with its HTTP status) when
+    unusable. Nothing is unpacked before its declared size was checked: max_images images, max_bytes of
+    unpacked zip, MAX_IMAGE_FILE_BYTES per zipped image, core.images.MAX_PIXELS per image."""
     if not data:
         raise UploadError(f"the {'labeled' if labeled else 'unlabeled'} upload is empty")
     if data[:4] == b"PK\x03\x04":

@@ -9,6 +9,7 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from core.errors import TooLarge
 from core.images import decode_images, model_to_uint8
 from core.inputs import RANGE_HINT, RANGES, parse_range
 from core.modes import softmax
@@ -118,11 +119,11 @@ async def handle_cluster(pool, settings, q, content_type: str, body: bytes) -> R
         if arrays:
             if len(uploads) != 1:
                 raise ApiError(400, "send either images or exactly one .npy/.npz file")
-            x = _array(arrays[0].data, spec, in_range)
+            x = await _array(arrays[0].data, spec, in_range, settings.max_images)
         else:
             x = await _images([u.data for u in uploads], spec)
     elif ctype in ARRAY_TYPES:
-        x = _array(body, spec, in_range)
+        x = await _array(body, spec, in_range, settings.max_images)
     else:
         raise ApiError(415, f"unsupported content type {ctype or '(none)'}: use multipart/form-data with image "
                             "files, or a .npy/.npz body as application/octet-stream or application/x-npy")
@@ -162,9 +163,15 @@ async def handle_cluster(pool, settings, q, content_type: str, body: bytes) -> R
                     headers=rt.headers)
 
 
-def _array(data: bytes, spec, in_range) -> np.ndarray:
+async def _array(data: bytes, spec, in_range, max_rows: int) -> np.ndarray:
+    """A plain .npy is a view of the body (inline); anything else unpacks, off the event loop, after its
+    declared shapes were checked against max_rows (core/npy.py)."""
     try:
-        return load_array(data, spec, input_range=in_range)
+        if data[:6] == b"\x93NUMPY" and len(data) < 1 << 20:
+            return load_array(data, spec, input_range=in_range, max_rows=max_rows)
+        return await asyncio.to_thread(load_array, data, spec, input_range=in_range, max_rows=max_rows)
+    except TooLarge as e:
+        raise ApiError(413, str(e)) from None
     except ValueError as e:
         raise ApiError(400, str(e)) from None
 
@@ -177,9 +184,11 @@ def _range(value):
 
 
 async def _images(blobs: list[bytes], spec) -> np.ndarray:
+    """Decoded off the event loop: even a small PNG may declare a large image (its size is checked from the
+    header first, core.images.MAX_PIXELS -> 413)."""
     try:
-        if sum(map(len, blobs)) > 256 * 1024:  # big decodes/resizes off the event loop
-            return await asyncio.to_thread(decode_images, blobs, spec)
-        return decode_images(blobs, spec)
+        return await asyncio.to_thread(decode_images, blobs, spec)
+    except TooLarge as e:
+        raise ApiError(413, str(e)) from None
     except ValueError as e:
         raise ApiError(400, str(e)) from None

@@ -105,10 +105,11 @@ async def learn(request: Request, _: AuthDep, settings: SettingsDep, registry: R
         await form.close()
     queue = request.app.state.job_queue  # the jobs' own threads: never those inference needs
     try:
-        x_l, y_l = await queue.run(parse_set, lab_bytes, lab.filename, manifest, True)
+        cap = settings.max_job_upload_bytes
+        x_l, y_l = await queue.run(parse_set, lab_bytes, lab.filename, manifest, True, 100_000, cap)
         x_u = None
         if unl_bytes is not None:
-            x_u, _y = await queue.run(parse_set, unl_bytes, unl.filename, manifest, False)
+            x_u, _y = await queue.run(parse_set, unl_bytes, unl.filename, manifest, False, 100_000, cap)
     except UploadError as e:
         raise ApiError(e.status, str(e)) from None
     if x_u is None and not _default_unlabeled_available(manifest, settings):
