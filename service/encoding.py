@@ -165,7 +165,7 @@ def parse_multipart(body: bytes, content_type: str, max_parts: int = 1000) -> li
         if eol < 0 or body[pos:eol].strip(b" \t"):
             raise ValueError("malformed multipart body: bad boundary line")
         if len(parts) >= max_parts:
-            raise ValueError(f"too many parts in the multipart body (max {max_parts})")
+            raise TooLarge(f"too many parts in the multipart body (max {max_parts})")
         hstart = eol + 2
         if body[hstart:hstart + 2] == b"\r\n":
             headers, cstart = b"", hstart + 2

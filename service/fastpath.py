@@ -28,7 +28,7 @@ from starlette.requests import ClientDisconnect
 from . import metrics as M
 from .errors import ApiError, error_response, known_error_response
 from .routes.cluster import handle_cluster
-from .routes.generate import handle_generate
+from .routes.generate import handle_generate, json_content_type_error
 from .schemas import GenerateRequest
 
 _NO_QUERY: dict = {}
@@ -72,18 +72,25 @@ class FastPath:
         except Exception as e:
             resp = self._error(scope, e)
         else:
-            ctype = _header(scope, b"content-type").split(";")[0].strip().lower()
+            ctype_header = _header(scope, b"content-type")
+            ctype = ctype_header.split(";")[0].strip().lower()
+            wrong_type = json_content_type_error(ctype_header)
             try:
+                if wrong_type is not None:
+                    raise wrong_type
                 if ctype != "application/json":
                     raise ValueError(ctype)
                 req = GenerateRequest.model_validate(orjson.loads(body))
+            except ApiError as e:
+                resp = self._error(scope, e)
             except Exception:  # anything FastAPI would refuse: let it answer (its exact 422/400)
                 return await self.fallback(scope, _replay(body, receive), send)
-            try:
-                state = self.app.state
-                resp = await handle_generate(state.pool, state.settings, req)
-            except Exception as e:
-                resp = self._error(scope, e)
+            else:
+                try:
+                    state = self.app.state
+                    resp = await handle_generate(state.pool, state.settings, req)
+                except Exception as e:
+                    resp = self._error(scope, e)
         await self._send(send, resp)
         self._observe("/v1/generate", resp.status_code, t0)
 

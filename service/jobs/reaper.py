@@ -6,28 +6,33 @@ the only one alive; the store's locks make concurrent passes safe).
 - A pending job that was requeued but whose send failed is sent again.
 - A pending job whose submit never reached the broker (the API died, or the queue did not answer) is failed.
 - Finished jobs older than NEMGAN_JOB_RETENTION_S are deleted with their folder (uploads included).
+- What a crashed export left in the registry's .staging/ is removed (the first pass runs at start).
 - The per-state counts are rebuilt, so a crash between a state write and its count does not last.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import time
 from typing import Callable
 
-from .store import FINAL, JobNotFound, JobStore
+from ..registry import Registry
+from .store import FINAL, ID_RE, JobNotFound, JobStore
 
 log = logging.getLogger("nemgan.jobs")
 
 # A submit that has not reached the broker after this long never will (the API bounds its send to seconds).
 UNQUEUED_GRACE_S = 60.0
+# A staging folder no job owns (a manual export, a half-copied seed) older than this is a crash's leftover.
+STAGING_STALE_S = 3600.0
 
 
 def sweep(store: JobStore, send: Callable[[str], None], stale_after: float, retention: float,
-          now: float | None = None) -> dict[str, list[str]]:
+          registry: Registry | None = None, now: float | None = None) -> dict[str, list[str]]:
     now = time.time() if now is None else now
-    out: dict[str, list[str]] = {"requeued": [], "resent": [], "failed": [], "deleted": []}
+    out: dict[str, list[str]] = {"requeued": [], "resent": [], "failed": [], "deleted": [], "staging": []}
     for doc in store.all():
         job_id, state = doc["id"], doc["state"]
         try:
@@ -47,9 +52,36 @@ def sweep(store: JobStore, send: Callable[[str], None], stale_after: float, rete
         except JobNotFound:
             continue
     store.recount()
+    if registry is not None:
+        out["staging"] = clean_staging(store, registry, now)
     for what, ids in out.items():
         for job_id in ids:
             log.warning("reaper: %s job %s", what, job_id)
+    return out
+
+
+def clean_staging(store: JobStore, registry: Registry, now: float) -> list[str]:
+    """Remove what a crashed export left in <registry>/<name>/.staging/: a job's folder once that job is not
+    running, anything else (a manual export, a half-copied seed) after STAGING_STALE_S."""
+    out = []
+    for staging in registry.root.glob("*/.staging"):
+        for d in staging.iterdir():
+            try:
+                if ID_RE.match(d.name):
+                    try:
+                        busy = store.get(d.name)["state"] == "running"
+                    except JobNotFound:
+                        busy = False
+                else:
+                    busy = now - d.stat().st_mtime < STAGING_STALE_S
+            except OSError:
+                continue
+            if not busy:
+                if d.is_dir():
+                    shutil.rmtree(d, ignore_errors=True)
+                else:
+                    d.unlink(missing_ok=True)
+                out.append(f"{staging.parent.name}/{d.name}")
     return out
 
 
@@ -66,9 +98,9 @@ class Reaper(threading.Thread):
     """Runs `sweep` every `interval` seconds in a daemon thread (the worker and the API each start one)."""
 
     def __init__(self, store: JobStore, send: Callable[[str], None], stale_after: float, retention: float,
-                 interval: float | None = None):
+                 registry: Registry | None = None, interval: float | None = None):
         super().__init__(daemon=True, name="nemgan-reaper")
-        self.args = (store, send, stale_after, retention)
+        self.args = (store, send, stale_after, retention, registry)
         self.interval = interval or max(1.0, min(15.0, stale_after / 3))
         self._halt = threading.Event()
 

@@ -14,6 +14,7 @@ import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+from ..registry import Registry
 from ..settings import Settings
 from .reaper import Reaper
 from .store import JobStore
@@ -71,7 +72,7 @@ class JobQueue:
 
     def start_reaper(self) -> None:
         s = self.settings
-        self.reaper = Reaper(self.store, self.send_now, s.job_stale_after_s, s.job_retention_s)
+        self.reaper = Reaper(self.store, self.send_now, s.job_stale_after_s, s.job_retention_s, Registry(s.registry))
         self.reaper.start()
 
     def close(self) -> None:

@@ -12,6 +12,7 @@ log = logging.getLogger("nemgan.worker")
 def run_worker(settings: Settings | None = None, loglevel: str = "INFO") -> None:
     from celery.signals import worker_ready, worker_shutdown
 
+    from ..registry import Registry
     from .celery_app import make_celery, send_job
     from .reaper import Reaper
     from .store import JobStore
@@ -19,7 +20,7 @@ def run_worker(settings: Settings | None = None, loglevel: str = "INFO") -> None
     settings = settings or Settings()
     app = make_celery(settings)
     reaper = Reaper(JobStore(settings.jobs), lambda job_id: send_job(app, settings, job_id),
-                    settings.job_stale_after_s, settings.job_retention_s)
+                    settings.job_stale_after_s, settings.job_retention_s, Registry(settings.registry))
 
     @worker_ready.connect(weak=False)
     def _ready(sender=None, **kw):

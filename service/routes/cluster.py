@@ -103,6 +103,8 @@ async def handle_cluster(pool, settings, q, content_type: str, body: bytes) -> R
     if ctype == "multipart/form-data":
         try:
             parts = parse_multipart(body, content_type, max_parts=settings.max_images + 100)
+        except TooLarge:
+            raise ApiError(413, f"too many files: the cap is {settings.max_images} images a request") from None
         except ValueError as e:
             raise ApiError(400, str(e)) from None
         uploads = [p for p in parts if p.is_file]

@@ -10,7 +10,7 @@ import numpy as np
 import orjson
 from typing import Annotated
 
-from fastapi import APIRouter, Body
+from fastapi import APIRouter, Body, Depends, Request
 from fastapi.responses import Response
 
 from core.grid import make_grid
@@ -32,7 +32,8 @@ EXAMPLES = {
 }
 
 ERRORS = {404: {"model": ErrorBody, "description": "unknown model or version"},
-          413: {"model": ErrorBody}, 422: {"model": ErrorBody, "description": "invalid request (bad n, sigma, mode)"},
+          413: {"model": ErrorBody}, 415: {"model": ErrorBody, "description": "body not sent as application/json"},
+          422: {"model": ErrorBody, "description": "invalid request (bad n, sigma, mode)"},
           503: {"model": ErrorBody, "description": "overloaded or not ready (Retry-After)"}}
 
 
@@ -41,10 +42,25 @@ ERRORS = {404: {"model": ErrorBody, "description": "unknown model or version"},
         **ERRORS, 200: {"description": "images and their modes; headers X-Nemgan-Model/-Version/-Seed/-Modes",
                         "content": {"image/png": {}, "application/zip": {}, "application/x-npz": {}}}},
     summary="Generate images (mode by index/label, or drawn from the priors)")
-async def generate(req: Annotated[GenerateRequest, Body(openapi_examples=EXAMPLES)], pool: PoolDep, settings: SettingsDep):
+async def generate(req: Annotated[GenerateRequest, Body(openapi_examples=EXAMPLES)], pool: PoolDep, settings: SettingsDep,
+                   _json: Annotated[None, Depends(require_json)]):
     # Served by service/fastpath.py (pure ASGI in front of the router) when the body validates; this route
     # documents the endpoint and produces FastAPI's own 422s for invalid bodies.
     return await handle_generate(pool, settings, req)
+
+
+def json_content_type_error(content_type: str) -> ApiError | None:
+    """415 for a body declared as anything but JSON (no Content-Type at all is read as JSON)."""
+    ctype = content_type.split(";")[0].strip().lower()
+    if ctype and ctype != "application/json" and not ctype.endswith("+json"):
+        return ApiError(415, f"unsupported content type {ctype}: send the request as application/json")
+    return None
+
+
+async def require_json(request: Request) -> None:
+    err = json_content_type_error(request.headers.get("content-type") or "")
+    if err is not None:
+        raise err
 
 
 async def handle_generate(pool, settings, req: GenerateRequest) -> Response:
