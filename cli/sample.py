@@ -51,7 +51,7 @@ def sample(
             z, modes = np.concatenate([a for a, _ in zs]), np.concatenate([b for _, b in zs])
             nrow = nrow or n
         else:
-            k = man.resolve_mode(int(mode) if mode is not None and mode.lstrip("-").isdigit() else mode)
+            k = man.resolve_mode(mode)
             z, modes = sample_latents(spec, n, k, sigma, seed)
         x = sess.run(None, {"z": z})[0]
     except (ManifestError, ValueError) as e:

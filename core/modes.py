@@ -15,12 +15,17 @@ def mode_labels(n_modes: int, labels: Sequence | None = None) -> list[str]:
 
 
 def resolve_mode(mode: int | str | None, labels: Sequence[str]) -> int | None:
-    """Mode given by index or by label -> index; None stays None (draw from the priors)."""
+    """Mode given by index or by label -> index; None stays None (draw from the priors).
+
+    A string is a label first; one that is no label but an integer ("3", "-1") is an index, so the
+    CLI's --mode and the API's "mode" read the same way."""
     if mode is None:
         return None
     if isinstance(mode, bool):
         raise ValueError(f"mode must be an index or a label, got {mode!r}")
     n = len(labels)
+    if isinstance(mode, str) and mode not in labels and mode.lstrip("-").isdigit():
+        mode = int(mode)
     if isinstance(mode, int):
         if 0 <= mode < n:
             return mode

@@ -68,11 +68,8 @@ async def handle_generate(pool, settings, req: GenerateRequest) -> Response:
         raise ApiError(422, f"n={req.n} exceeds the cap of {settings.max_n}")
     rt = await pool.get(req.model, None if req.version is None else str(req.version))
     async with rt.lease():
-        mode = req.mode
-        if isinstance(mode, str) and mode not in rt.mode_labels and mode.lstrip("-").isdigit():
-            mode = int(mode)
         try:
-            mode = rt.manifest.resolve_mode(mode)
+            mode = rt.manifest.resolve_mode(req.mode)
         except ValueError as e:
             raise ApiError(422, str(e)) from None
         if not math.isfinite(req.sigma):
