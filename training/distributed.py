@@ -36,16 +36,15 @@ from .device import pick_device
 
 @dataclass(frozen=True)
 class Dist:
-    """This process's place in the run. world == 1: a plain run, every helper is a no-op."""
+    """This process's place in the run. Outside torchrun (enabled False): a plain run, every helper is a
+    no-op. Under torchrun, even with one process, the networks are DDP-wrapped and stats go through the
+    process group (so `torchrun --nproc_per_node 1` exercises NCCL/gloo and DDP on a single device)."""
 
     rank: int = 0
     world: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
-
-    @property
-    def enabled(self) -> bool:
-        return self.world > 1
+    enabled: bool = False
 
     @property
     def is_main(self) -> bool:
@@ -54,7 +53,7 @@ class Dist:
     # ------------------------------------------------------------------ data
     def shard(self, rows):
         """This rank's slice of a global batch (tensor or numpy array, first dimension)."""
-        if not self.enabled:
+        if self.world == 1:
             return rows
         n = len(rows)
         if n % self.world:
@@ -127,26 +126,22 @@ class Dist:
         return self.device if self.device.type == "cuda" else torch.device("cpu")
 
 
-def env_world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
 def setup(device: str = "auto") -> Dist:
     """Join the process group torchrun describes in the environment (RANK, WORLD_SIZE, LOCAL_RANK,
     MASTER_ADDR/PORT); without it, a one-process Dist on the picked device. NCCL on CUDA, gloo on CPU.
     With CUDA, each process takes the GPU of its local rank."""
-    world = env_world_size()
     dev = pick_device(device)
-    if world == 1:
+    if "WORLD_SIZE" not in os.environ:
         return Dist(device=dev)
-    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    world, rank = int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"])
+    local = int(os.environ.get("LOCAL_RANK", "0"))
     if dev.type == "cuda":
         dev = torch.device("cuda", local if dev.index is None else dev.index)
         torch.cuda.set_device(dev)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo",
                                 device_id=dev if dev.type == "cuda" else None)
-    return Dist(rank=rank, world=world, local_rank=local, device=dev)
+    return Dist(rank=rank, world=world, local_rank=local, device=dev, enabled=True)
 
 
 def teardown() -> None:

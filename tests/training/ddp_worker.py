@@ -32,6 +32,14 @@ def freeze_batchnorm(model: nn.Module) -> None:
 
 def run(cfg: dict, steps: int = 0, freeze_bn: bool = False, fit: bool = False, resume: bool = False,
         name: str = "") -> dict:
+    threads = torch.get_num_threads()  # cfg "threads" sets torch's global count: restore it for the caller
+    try:
+        return _run(cfg, steps, freeze_bn, fit, resume)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(cfg: dict, steps: int, freeze_bn: bool, fit: bool, resume: bool) -> dict:
     t = Trainer(TrainConfig.from_dict(cfg), progress=False)
     if freeze_bn:
         freeze_batchnorm(t.model)
@@ -46,7 +54,9 @@ def run(cfg: dict, steps: int = 0, freeze_bn: bool = False, fit: bool = False, r
             losses.append(t.dist.mean_stats(t.train_step()))  # as fit() logs them: the mean over ranks
             t.step += 1
         t.dist.check_in_sync(t.model)
-    return {"losses": losses, "rank": t.dist.rank, "world": t.dist.world,
+    backend = torch.distributed.get_backend() if t.dist.enabled else None
+    return {"losses": losses, "rank": t.dist.rank, "world": t.dist.world, "backend": backend,
+            "ddp": type(t.G).__name__ == "DistributedDataParallel", "device": str(t.device),
             "model": {k: v.detach().cpu().clone() for k, v in t.model.state_dict().items()},
             "ema": {k: v.detach().cpu().clone() for k, v in t.ema.state_dict().items()}}
 

@@ -125,3 +125,16 @@ def test_nemgan_train_nproc(tmp_path):
                         "--batch-size", "15", "--out", str(tmp_path / "odd"), "--no-progress"],
                        capture_output=True, text=True, timeout=300)
     assert p.returncode != 0 and "multiple of the 2 processes" in p.stderr
+
+
+def test_torchrun_with_one_process_is_the_plain_run(tmp_path):
+    """Under torchrun even one process joins the process group and wraps the networks in DDP (the path
+    benchmarks/gpu_run.sh exercises with NCCL on one GPU); with one rank DDP's average is a copy, so the
+    result is bit-identical to the plain run (one thread each: the summation order of multi-threaded CPU
+    kernels is not fixed, and Adam turns that noise into lr-sized steps of the biases batch-norm cancels)."""
+    r = dict(name="one", cfg=dict(TINY, labeled_fraction=0.25, sup_batch=16, threads=1, out_dir=str(tmp_path / "a")),
+             steps=3)
+    got = torchrun(tmp_path, [r], nproc=1)["one"]
+    plain = run(**dict(r, cfg=dict(r["cfg"], out_dir=str(tmp_path / "b"))))
+    assert got["ddp"] and got["backend"] == "gloo" and not plain["ddp"]
+    assert max_gap(plain["model"], got["model"]) == 0 and got["losses"] == plain["losses"]
