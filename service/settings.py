@@ -76,7 +76,6 @@ class Settings(BaseSettings):
     worker_metrics_host: str = Field("127.0.0.1", description="Address the worker's metrics server binds "
                                      "(0.0.0.0 in containers, like NEMGAN_HOST).")
     worker_metrics_port: int = Field(9808, ge=0)
-    queue_name: str = "nemgan"
 
     @field_validator("model_dirs", mode="before")
     @classmethod

@@ -20,6 +20,7 @@ from __future__ import annotations
 from ..settings import Settings
 
 TASK_NAME = "nemgan.learn_priors"
+QUEUE = "nemgan"  # the one Celery queue (separate deployments on one Redis use separate databases)
 
 
 def broker_config(settings: Settings) -> dict:
@@ -52,7 +53,7 @@ def make_celery(settings: Settings | None = None):
         **broker_config(settings),
         result_backend=None,
         task_ignore_result=True,
-        task_default_queue=settings.queue_name,
+        task_default_queue=QUEUE,
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
@@ -80,5 +81,5 @@ def make_celery(settings: Settings | None = None):
 
 def send_job(app, settings: Settings, job_id: str) -> None:
     """Hand a job to the broker once (no publish retries: the timeouts above bound the wait)."""
-    app.send_task(TASK_NAME, args=[job_id], task_id=job_id, queue=settings.queue_name, retry=False,
+    app.send_task(TASK_NAME, args=[job_id], task_id=job_id, queue=QUEUE, retry=False,
                   ignore_result=True)

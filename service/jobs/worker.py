@@ -13,7 +13,7 @@ def run_worker(settings: Settings | None = None, loglevel: str = "INFO") -> None
     from celery.signals import worker_ready, worker_shutdown
 
     from ..registry import Registry
-    from .celery_app import make_celery, send_job
+    from .celery_app import QUEUE, make_celery, send_job
     from .reaper import Reaper
     from .store import JobStore
 
@@ -41,7 +41,7 @@ def run_worker(settings: Settings | None = None, loglevel: str = "INFO") -> None
         reaper.stop()
 
     app.worker_main(["worker", "--pool", "solo", "--concurrency", "1", "--loglevel", loglevel,
-                     "--queues", settings.queue_name, "--without-gossip", "--without-mingle",
+                     "--queues", QUEUE, "--without-gossip", "--without-mingle",
                      "--hostname", "nemgan@%h"])
 
 
