@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
+from core.data import DATA_HINT, default_data_root
+
 REPO = Path(__file__).resolve().parents[1]
-DATA_ROOT = Path(os.environ.get("NEMGAN_DATA_DIR", REPO.parent / "shared" / "data"))
+DATA_ROOT = default_data_root()  # the project's own resolution: $NEMGAN_DATA_DIR, else ../shared/data
 
 
 def pytest_configure(config):
@@ -24,7 +25,7 @@ def pytest_configure(config):
 @pytest.fixture(scope="session")
 def data_root() -> Path:
     if not (DATA_ROOT / "mnist").is_dir():
-        pytest.skip(f"MNIST not found under {DATA_ROOT}")
+        pytest.skip(f"needs MNIST under {DATA_ROOT}/mnist: {DATA_HINT}")
     return DATA_ROOT
 
 

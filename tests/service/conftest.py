@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-import io
-import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import time
-from pathlib import Path
 
-import numpy as np
 import pytest
 
 from svc_helpers import free_port  # noqa: E402,F401

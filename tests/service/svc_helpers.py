@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from core.data import default_data_root
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -32,7 +34,7 @@ def base_env(var_dir: Path, model_dirs: list[Path], **extra) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEMGAN_")}
     env.update(PYTHONPATH=str(REPO), NEMGAN_VAR_DIR=str(var_dir), NEMGAN_MODEL_DIRS=",".join(map(str, model_dirs)),
                NEMGAN_INTRA_OP_THREADS="1", OMP_NUM_THREADS="1", NEMGAN_WORKER_METRICS_PORT="0",
-               NEMGAN_DATA_DIR=str(REPO.parent / "shared" / "data"))
+               NEMGAN_DATA_DIR=str(default_data_root()))
     env.update({k: str(v) for k, v in extra.items()})
     return env
 

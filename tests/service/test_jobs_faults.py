@@ -6,7 +6,6 @@ job's error shows. Real processes, real Redis, a real hung TCP peer; no mocks.""
 from __future__ import annotations
 
 import io
-import json
 import socket
 import threading
 import time

@@ -4,7 +4,6 @@ the API process never importing torch."""
 from __future__ import annotations
 
 import asyncio
-import re
 import signal
 import subprocess
 import sys
@@ -44,7 +43,7 @@ def test_concurrent_requests_are_batched(tmp_path, tiny_model_dir):
         m = asyncio.run(main())
         calls = _metric(m, "nemgan_batch_size_count", model="tiny", network="h")
         rows = _metric(m, "nemgan_batch_size_sum", model="tiny", network="h")
-        assert rows == 8 * 16 + 2 * 0 or rows >= 128
+        assert rows == 8 * 16  # every row of every request went through the batcher, once
         assert calls < 16, f"{calls} ONNX calls for 16 requests: not batched"
         assert _metric(m, "nemgan_queue_wait_seconds_count", model="tiny", network="h") == 16
         assert _metric(m, "nemgan_images_clustered_total", model="tiny") == 128

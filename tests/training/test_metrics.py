@@ -6,14 +6,15 @@ Metric functions are checked against values computed by hand or closed forms; th
 
 import gzip
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from core.data import DATA_HINT, default_data_root
+
 from training import metrics as M
 
-MNIST = Path("/work/shared/data/mnist")
+MNIST = default_data_root() / "mnist"  # $NEMGAN_DATA_DIR, else ../shared/data
 
 
 # --------------------------------------------------------------------------------------------------
@@ -295,7 +296,7 @@ def _read_idx(name: str, offset: int) -> np.ndarray:
 def mnist_38():
     """Digits 3 and 8 (a pair the classifier must actually learn to separate), labels remapped to 0/1."""
     if not MNIST.exists():
-        pytest.skip("MNIST not available")
+        pytest.skip(f"needs MNIST under {MNIST}: {DATA_HINT}")
     out = {}
     for split, prefix in [("train", "train"), ("test", "t10k")]:
         x = _read_idx(f"{prefix}-images-idx3-ubyte.gz", 16).reshape(-1, 1, 28, 28)
