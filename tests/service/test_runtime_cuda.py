@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("pydantic_settings", reason="the serving extra is not installed (pip install -e '.[serving]')")
 
 from core.latent import sample_latents  # noqa: E402
 from service.runtime import ModelRuntime, pick_providers  # noqa: E402
