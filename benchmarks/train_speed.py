@@ -126,6 +126,9 @@ def main() -> None:
     ap.add_argument("--set", dest="set_", action="append", default=[], help="TrainConfig field, e.g. batch_size=128")
     ap.add_argument("--threads", type=int, default=0, help="torch threads per process (0 = torch/torchrun default)")
     ap.add_argument("--timeout", type=float, default=600, help="seconds per configuration")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="measure every configuration N times, interleaved (a shared machine's load moves): "
+                         "the table gives the median and the range")
     ap.add_argument("--out", type=Path, help="also write the results to this JSON file")
     ap.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -134,20 +137,27 @@ def main() -> None:
         return
     compiles = {"off": [False], "on": [True], "both": [False, True]}[a.compile]
     results = []
-    for nproc, amp, comp in itertools.product([int(n) for n in a.nproc.split(",")], a.amp.split(","), compiles):
-        spec = {"device": a.device, "nproc": nproc, "amp": amp, "compile": comp, "steps": a.steps, "warmup": a.warmup,
-                "data": a.data, "preset": a.preset, "set": parse_set(a.set_), "threads": a.threads}
-        res = measure(spec, a.timeout)
-        print(json.dumps(res), flush=True)
-        results.append(res)
-    print(f"\n{'device':<28} {'nproc':>5} {'amp':>5} {'compile':>7} {'batch':>6} {'steps/s':>8} {'images/s':>9}")
-    for r in results:
-        if "error" in r:
-            print(f"{r['device']:<28} {r['nproc']:>5} {r['amp']:>5} {str(r['compile']):>7}  error: {r['error']}")
+    configs = list(itertools.product([int(n) for n in a.nproc.split(",")], a.amp.split(","), compiles))
+    for rep in range(a.repeat):
+        for nproc, amp, comp in configs:
+            spec = {"device": a.device, "nproc": nproc, "amp": amp, "compile": comp, "steps": a.steps,
+                    "warmup": a.warmup, "data": a.data, "preset": a.preset, "set": parse_set(a.set_),
+                    "threads": a.threads}
+            res = dict(measure(spec, a.timeout), repeat=rep)
+            print(json.dumps(res), flush=True)
+            results.append(res)
+    print(f"\n{'device':<28} {'nproc':>5} {'amp':>5} {'compile':>7} {'batch':>6} {'steps/s':>8} {'images/s':>9}"
+          f"  {'steps/s range':>13}")
+    for nproc, amp, comp in configs:
+        rows = [r for r in results if (r["nproc"], r["amp"], r["compile"]) == (nproc, amp, comp)]
+        ok = sorted((r for r in rows if "error" not in r), key=lambda r: r["steps_per_s"])
+        if not ok:
+            print(f"{a.device:<28} {nproc:>5} {amp:>5} {str(comp):>7}  error: {rows[0]['error']}")
             continue
+        r = ok[len(ok) // 2]  # the median run
         name = f"{r['device']} ({r['device_name'][:18]})"
-        print(f"{name:<28} {r['nproc']:>5} {r['amp']:>5} {str(r['compile']):>7} {r['batch_global']:>6} "
-              f"{r['steps_per_s']:>8.2f} {r['images_per_s']:>9.0f}")
+        print(f"{name:<28} {nproc:>5} {amp:>5} {str(comp):>7} {r['batch_global']:>6} {r['steps_per_s']:>8.2f} "
+              f"{r['images_per_s']:>9.0f}  {ok[0]['steps_per_s']:>6.2f}..{ok[-1]['steps_per_s']:<6.2f}")
     if a.out:
         a.out.write_text(json.dumps(results, indent=2) + "\n")
     if any("error" in r for r in results):
