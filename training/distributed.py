@@ -13,6 +13,9 @@ What a run means does not depend on the number of processes:
   so for per-sample losses the update equals the one-process update on the global batch (tests/training/
   test_ddp.py measures it). Batch-norm statistics are per rank unless SyncBatchNorm is used (CUDA only).
 * Rank 0 is the only writer of the run folder; losses are averaged over ranks before they are logged.
+* Terms that use the whole of a shared draw (the real-image terms of train.py, whose batch-level entropy
+  needs all rows; a labeled batch that does not split evenly) run on every rank in full: every rank then
+  adds the same gradient, and the average is the one-process gradient, at the cost of redundant work.
 
 The gradient penalty is computed through the unwrapped discriminator: DDP does not support double
 backward (pytorch/pytorch#47562, #63812). torch.autograd.grad(create_graph=True) builds the per-sample
@@ -51,11 +54,14 @@ class Dist:
         return self.rank == 0
 
     # ------------------------------------------------------------------ data
-    def shard(self, rows):
-        """This rank's slice of a global batch (tensor or numpy array, first dimension)."""
+    def shard(self, rows, whole_if_uneven: bool = False):
+        """This rank's slice of a global batch (tensor or numpy array, first dimension). whole_if_uneven: a
+        batch that does not split evenly stays whole on every rank (the same gradient, computed redundantly)."""
         if self.world == 1:
             return rows
         n = len(rows)
+        if n % self.world and whole_if_uneven:
+            return rows
         if n % self.world:
             raise ValueError(f"a global batch of {n} rows does not split over {self.world} processes")
         b = n // self.world
@@ -173,6 +179,8 @@ def launch(cfg, nproc: int, resume: bool = False, progress: bool = True) -> int:
 
     if cfg.batch_size % nproc:
         raise ValueError(f"batch_size {cfg.batch_size} is the global batch: it must be a multiple of the {nproc} processes")
+    if pick_device(cfg.device).type == "cuda" and nproc > torch.cuda.device_count():
+        raise ValueError(f"--nproc {nproc} needs one GPU per process; this machine has {torch.cuda.device_count()}")
     with tempfile.TemporaryDirectory(prefix="nemgan-ddp-") as tmp:
         path = Path(tmp) / "config.json"
         cfg.save(path)
