@@ -227,7 +227,8 @@ class Trainer:
     def labeled_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         j = next(self.it_lab)
         x_l = random_shift(self.x_train[self.lab_idx[j]], self.cfg.sup_augment, self.gen)
-        return to_device(self.dist.shard(x_l), self.device), self.dist.shard(self.y_lab[j]).to(self.device)
+        x_l, y_l = self.dist.shard(x_l, whole_if_uneven=True), self.dist.shard(self.y_lab[j], whole_if_uneven=True)
+        return to_device(x_l, self.device), y_l.to(self.device)
 
     def gp_eps(self) -> torch.Tensor:
         return to_device(self.dist.shard(torch.rand(self.cfg.batch_size, 1, 1, 1)), self.device)
