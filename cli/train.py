@@ -185,7 +185,7 @@ def learn_priors_cmd(
     out: Annotated[Path, typer.Option(help="Where to write the new model directory.")],
     unlabeled: Annotated[Optional[str], typer.Option(help="Unlabeled real data (preset or path); default: the training data set in the manifest.")] = None,
     method: Annotated[str, typer.Option(help="kl (001 eq. 16) or l1 (003 eq. 5).")] = "kl",
-    h_steps: Annotated[int, typer.Option(help="Steps of h retraining on the labeled set.")] = 300,
+    h_steps: Annotated[int, typer.Option(help="Steps of h retraining on the labeled set (0: keep h as trained, so clustering cannot change; the default).")] = 0,
     alpha_steps: Annotated[int, typer.Option(help="Steps of prior fitting.")] = 500,
     version: Annotated[Optional[str], typer.Option(help="Version of the new model (default: old version + 1).")] = None,
     seed: Annotated[int, typer.Option()] = 0,

@@ -85,3 +85,25 @@ def prior_kl(p_hat: torch.Tensor, alpha_log_priors: torch.Tensor) -> torch.Tenso
 def prior_l1(p_hat: torch.Tensor, priors: torch.Tensor) -> torch.Tensor:
     """|| E_x[h(x)] - softmax(alpha) ||_1 (003 eq. 5)."""
     return (p_hat.detach() - priors).abs().sum()
+
+
+# ------------------------------------------------------------------ real images (extensions beyond the papers)
+def info_max(logits: torch.Tensor, balance: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Information maximisation on h's predictions for real images (IMSAT, Hu et al. 2017):
+    loss = -(balance * H(mean_x p(y|x)) - mean_x H(p(y|x))). The first entropy asks for every mode to be
+    used (no empty or merged clusters), the second for confident assignments. Returns (loss, the mutual
+    information estimate H(mean p) - mean H(p))."""
+    logp = F.log_softmax(logits, dim=1)
+    p = logp.exp()
+    cond = -(p * logp).sum(1).mean()
+    p_mean = p.mean(0).clamp_min(1e-8)
+    marg = -(p_mean * p_mean.log()).sum()
+    return -(balance * marg - cond), (marg - cond).detach()
+
+
+def consistency(logits_clean: torch.Tensor, logits_aug: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Cross-entropy from the (sharpened, fixed) prediction on an image to the prediction on its warped copy:
+    the mode of a real image should not change under a small affine warp. temperature < 1 sharpens the
+    target (as FixMatch's pseudo-labels), which keeps confident assignments from being averaged away."""
+    target = F.softmax(logits_clean.detach() / temperature, dim=1)
+    return -(target * F.log_softmax(logits_aug, dim=1)).sum(1).mean()

@@ -28,6 +28,7 @@ from core.grid import save_grid
 from core.images import uint8_to_model
 
 from .dataset import BatchIterator, DataSpec, ImageDataset, fake_dataset, labeled_indices, load_dataset
+from .augment import random_affine
 from . import distributed
 from .device import compiled, pick_device, to_device, with_amp  # noqa: F401  (pick_device: public here too)
 from .metrics import clustering_report
@@ -38,7 +39,7 @@ from .model import NemganModel
 # more steps, other thread count or device, other logging cadence).
 # The number of processes is not an option: a run resumes on any world size (training/distributed.py).
 RUN_ONLY_OPTIONS = frozenset({"out_dir", "steps", "threads", "device", "compile", "log_every", "eval_every",
-                              "sample_every", "ckpt_every"})
+                              "sample_every", "ckpt_every", "data_root"})
 
 
 def load_training_data(cfg: TrainConfig, split: str = "train") -> ImageDataset:
@@ -68,6 +69,18 @@ def random_shift(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch
     dx = torch.randint(0, 2 * p + 1, (n,), generator=gen)
     dy = torch.randint(0, 2 * p + 1, (n,), generator=gen)
     return torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
+
+
+def per_class_indices(y: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Exactly n random indices of every class in y (the "10 labels per class" setting)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        if len(idx) < n:
+            raise ValueError(f"class {c} has {len(idx)} training images, fewer than labeled_per_class={n}")
+        out.append(rng.choice(idx, n, replace=False))
+    return np.sort(np.concatenate(out)).astype(np.int64)
 
 
 class Trainer:
@@ -105,8 +118,11 @@ class Trainer:
         self.y_train = ds.y[self.train_idx]  # indexed once: the supervised MM-GAN step reads it every step
         self.lab_idx = np.zeros(0, np.int64)
         if cfg.semi_supervised:
-            self.lab_idx = labeled_indices(self.y_train, fraction=None if cfg.labeled_count else cfg.labeled_fraction,
-                                           count=cfg.labeled_count, seed=cfg.seed)
+            if cfg.labeled_per_class:
+                self.lab_idx = per_class_indices(self.y_train, cfg.labeled_per_class, cfg.seed)
+            else:
+                self.lab_idx = labeled_indices(self.y_train, fraction=None if cfg.labeled_count else cfg.labeled_fraction,
+                                               count=cfg.labeled_count, seed=cfg.seed)
             self.y_lab = torch.from_numpy(self.y_train[self.lab_idx]).long()
         n_modes = cfg.n_modes or ds.n_classes
 
@@ -144,7 +160,7 @@ class Trainer:
         self.gen_latent = self.gen if self.device.type == "cpu" else \
             torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.step = 0
-        self.best = {"acc": -1.0, "step": -1}
+        self.best = {"score": -math.inf, "by": "val_" + cfg.select_by, "step": -1}
         self.started = time.time()
         self.elapsed_before = 0.0
 
@@ -287,6 +303,8 @@ class Trainer:
             loss_sup = torch.nn.functional.cross_entropy(logits_l, y_l)
             loss = loss + cfg.sup_weight * loss_sup
             stats["loss_sup"] = loss_sup.item()
+        if cfg.im_weight or cfg.consistency_weight:
+            loss = loss + self.real_image_terms(stats)
         self.opt_g.zero_grad(set_to_none=True)
         self.opt_h.zero_grad(set_to_none=True)
         if self.opt_a:
@@ -310,11 +328,40 @@ class Trainer:
         self.update_ema()
         return stats
 
+    def real_image_terms(self, stats: dict[str, float]) -> torch.Tensor:
+        """The extensions on real images (config: im_weight, consistency_weight): h's prediction on a real
+        batch should use every mode, be confident, and not change under a small affine warp."""
+        cfg, h = self.cfg, self.model.h
+        n = cfg.real_batch or cfg.batch_size
+        idx = torch.randint(0, len(self.x_train), (n,), generator=self.gen)
+        x = to_device(self.x_train[idx], self.device)
+        _, logits = h(x)
+        total = torch.zeros((), device=self.device)
+        if cfg.im_weight:
+            loss_im, mi = L.info_max(logits, cfg.im_balance)
+            total = total + cfg.im_weight * loss_im
+            stats.update(loss_im=loss_im.item(), mi_train=mi.item())
+        if cfg.consistency_weight:
+            x_aug = random_affine(x, self.gen, cfg.aug_rotate, cfg.aug_scale, cfg.aug_shear, cfg.aug_shift)
+            _, logits_aug = h(x_aug)
+            loss_c = L.consistency(logits, logits_aug, cfg.consistency_temp)
+            total = total + cfg.consistency_weight * loss_c
+            stats["loss_cons"] = loss_c.item()
+        return total
+
     # ------------------------------------------------------------------ evaluation and samples
     def evaluate(self) -> dict[str, float]:
-        pred, _ = self.ema.cluster(self.x_val.to(self.device))
+        """Label-free signals first (what `select_by: mi` selects on), then the labeled scores, which are
+        only logged: the held-out labels never choose a checkpoint unless `select_by: val_acc`."""
+        pred, probs = self.ema.cluster(self.x_val.to(self.device))
+        p = torch.from_numpy(probs).double().clamp_min(1e-12)
+        cond = -(p * p.log()).sum(1).mean()
+        marg = -(p.mean(0) * p.mean(0).log()).sum()
+        usage = np.bincount(pred, minlength=self.model.n_modes) / max(1, len(pred))
+        out = {"val_mi": float(marg - cond), "val_modes_used": int((usage > 0.2 / self.model.n_modes).sum()),
+               "val_usage_max": float(usage.max())}
         rep = clustering_report(self.y_val, pred)
-        out = {f"val_{k}": float(v) for k, v in rep.items() if k != "n_samples"}
+        out.update({f"val_{k}": float(v) for k, v in rep.items() if k != "n_samples"})
         if self.ema is not self.model:  # the live weights too: shows what the average buys
             live, _ = self.model.cluster(self.x_val.to(self.device))
             out["val_acc_live"] = float(clustering_report(self.y_val, live)["acc"])
@@ -354,10 +401,11 @@ class Trainer:
                         raise FloatingPointError(f"non-finite loss at step {self.step}: {row}")
                     if (self.step % cfg.eval_every == 0 or last) and main:
                         row.update(self.evaluate())
-                        if row["val_acc"] > self.best["acc"]:
-                            self.best = {"acc": row["val_acc"], "step": self.step}
+                        key = "val_" + cfg.select_by
+                        if row[key] > self.best["score"]:
+                            self.best = {"score": row[key], "by": key, "step": self.step, "val_acc": row["val_acc"]}
                             self.ema.save(self.out / "best.pt", {"best": self.best})
-                        row["best_val_acc"] = self.best["acc"]
+                        row["best_step"] = self.best["step"]
                     if stats_f:
                         stats_f.write(json.dumps(row) + "\n")
                         stats_f.flush()

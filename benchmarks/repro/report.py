@@ -358,6 +358,11 @@ def build_report(out: Path, report: Path, fig_dir: Path) -> Path:
     dry = any(r.get("dry_run") for r in results)
     c = Ctx(results, by_table, ok, fig_dir, report, shipped, dry)
     L = [line for section in SECTIONS for line in section(c)]
+    # Keep the issue-9 recipes section: benchmarks/recipes_report.py owns the block between these markers.
+    old = report.read_text() if report.is_file() else ""
+    a, b = old.find("<!-- recipes:begin -->"), old.find("<!-- recipes:end -->")
+    if 0 <= a < b:
+        L[1:1] = ["", old[a:b + len("<!-- recipes:end -->")]]
     report.parent.mkdir(parents=True, exist_ok=True)
     tmp = report.with_name(f".{report.name}.tmp")
     tmp.write_text("\n".join(L))

@@ -160,7 +160,7 @@ class Options:
     # evaluation sizes (dry runs shrink them)
     num_gen: int = 10000
     classifier_steps: int = 2000
-    prior_h_steps: int = 300
+    prior_h_steps: int = 0  # h kept as trained: prior learning must not move the clustering figures
     prior_alpha_steps: int = 500
     alg2_samples: int = 1000
     alg2_steps: int = 1000

@@ -29,14 +29,14 @@ LEARN_OPENAPI = {"requestBody": {"required": True, "content": {"multipart/form-d
                       "description": "optional zip/.npz/.npy; default: the manifest's training.dataset"},
         "model": {"type": "string"}, "version": {"type": "string"},
         "method": {"type": "string", "enum": ["kl", "l1"], "default": "kl"},
-        "h_steps": {"type": "integer", "default": 300}, "alpha_steps": {"type": "integer", "default": 500},
+        "h_steps": {"type": "integer", "default": 0}, "alpha_steps": {"type": "integer", "default": 500},
         "batch_size": {"type": "integer", "default": 64}, "seed": {"type": "integer", "default": 0},
         "activate": {"type": "boolean", "default": True}}},
-    "example": {"labeled": "labels.zip", "method": "kl", "h_steps": 300, "alpha_steps": 500, "seed": 0}}}}}
+    "example": {"labeled": "labels.zip", "method": "kl", "h_steps": 0, "alpha_steps": 500, "seed": 0}}}}}
 JOB_EXAMPLE = {"id": "3f2b...", "state": "succeeded", "progress": 1.0, "message": "published mnist/2",
                "result": {"model": "mnist", "version": "2", "priors": [0.9, 0.1], "metrics": {"labeled_acc": 1.0}}}
 
-_INT_OPTS = {"h_steps": (300, 0, 100_000), "alpha_steps": (500, 1, 100_000), "batch_size": (64, 1, 4096),
+_INT_OPTS = {"h_steps": (0, 0, 100_000), "alpha_steps": (500, 1, 100_000), "batch_size": (64, 1, 4096),
              "seed": (0, 0, 2**31 - 1)}
 
 

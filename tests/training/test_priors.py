@@ -61,3 +61,25 @@ def test_learn_priors_bad_inputs_and_cancel(tmp_path):
         learn_priors(model, x, np.zeros(4, int), x, method="mse")
     with pytest.raises(Cancelled):
         learn_priors(model, x, np.zeros(4, int), x, h_steps=5, should_stop=lambda: True)
+
+
+def test_default_prior_learning_keeps_h_bitwise(tmp_path):
+    """Prior learning's default fits alpha only: h (and so every clustering figure) is the h that was trained."""
+    import copy
+
+    import numpy as np
+    import torch
+
+    from training.config import TrainConfig
+    from training.model import NemganModel
+    from training.priors import learn_priors
+
+    model = NemganModel(TrainConfig(latent_dim=20, n_modes=2), 2, (1, 28, 28))
+    before = copy.deepcopy(model.h.state_dict())
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (40, 1, 28, 28), dtype=np.uint8)
+    res = learn_priors(model, x[:8], np.array([0, 1] * 4), x, alpha_steps=30)
+    after = model.h.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert np.allclose(res.priors, model.latent.priors().detach().numpy(), atol=1e-6)
+    assert abs(res.priors.sum() - 1) < 1e-9

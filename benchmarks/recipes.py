@@ -1,0 +1,177 @@
+"""The issue-9 recipes, end to end: train a preset (resumable), export it, score it on the 10k test set
+through the exported ONNX h, and write one JSON per row to docs/results/recipes/. `report` builds the
+RESULTS.md section and the training-curve figure from those JSON files only.
+
+    python benchmarks/recipes.py run mnist-unsup            # one row (train -> export -> test scores)
+    python benchmarks/recipes.py run all --jobs 2           # every row, two at a time
+    python benchmarks/recipes.py report                     # RESULTS.md section + docs/images/recipes-curves.png
+
+Label use is the point of these rows, so it is spelled out: training sees no labels (unsup rows) or
+exactly the labeled images of the preset; best.pt is chosen by `select_by: mi`, the mutual information
+between image and mode of h on held-out *unlabeled* images; test labels only score the exported model.
+The held-out labels are logged as `val_acc` in stats.jsonl for the curves, never used to choose.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+RESULTS = REPO / "docs" / "results" / "recipes"
+RUNS = REPO / "runs" / "recipes"
+
+# name: (preset, overrides, steps, role). "ablation" rows switch one extension off the ours recipe.
+ROWS: dict[str, tuple[str, dict, int, str]] = {
+    "mnist-unsup": ("mnist-unsup", {}, 4000, "ours"),
+    "mnist-10pc": ("mnist-10pc", {}, 3000, "ours"),
+    "fmnist-unsup": ("fmnist-unsup", {}, 3000, "ours"),
+    "fmnist-10pc": ("fmnist-10pc", {}, 3000, "ours"),
+    "mnist2-90-10": ("mnist2-90-10", {}, 2000, "ours"),
+    "mnist-mmgan": ("mnist-unsup", {"latent_kind": "mmgan-static"}, 3000, "ours"),
+    "mnist-unsup-paper": ("mnist-unsup-paper", {}, 3000, "paper"),
+    "mnist-abl-no-im": ("mnist-unsup", {"im_weight": 0.0}, 2000, "ablation"),
+    "mnist-abl-no-cons": ("mnist-unsup", {"consistency_weight": 0.0}, 2000, "ablation"),
+    "mnist-abl-neither": ("mnist-unsup", {"im_weight": 0.0, "consistency_weight": 0.0}, 2000, "ablation"),
+}
+RUN_OPTS = dict(eval_every=200, log_every=100, sample_every=1000, ckpt_every=500)
+
+
+def onnx_scores(model_dir: Path, x_uint8: np.ndarray, y: np.ndarray) -> dict:
+    """ACC / NMI / ARI of the exported h.onnx on the test set (what the service answers)."""
+    import onnxruntime as ort
+
+    from core.images import uint8_to_model
+    from training.metrics import clustering_report
+
+    sess = ort.InferenceSession(str(model_dir / "h.onnx"), providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    outs = [o.name for o in sess.get_outputs()]
+    pred = []
+    for i in range(0, len(x_uint8), 1000):
+        res = dict(zip(outs, sess.run(None, {name: uint8_to_model(x_uint8[i:i + 1000])})))
+        logits = res.get("logits", next(v for k, v in res.items() if v.ndim == 2 and k != "z"))
+        pred.append(logits.argmax(1))
+    rep = clustering_report(y, np.concatenate(pred))
+    return {k: float(v) for k, v in rep.items()}
+
+
+def run_row(name: str, threads: int = 1, steps: int | None = None) -> dict:
+    import torch
+
+    from training.config import TrainConfig, preset
+    from training.evaluate import evaluate
+    from training.export import export_model
+    from training.model import NemganModel
+    from training.train import load_training_data, train
+
+    preset_name, over, default_steps, role = ROWS[name]
+    out = RUNS / name
+    cfg = TrainConfig(**{**preset(preset_name), **over, **RUN_OPTS, "out_dir": str(out),
+                         "steps": steps or default_steps, "threads": threads})
+    t0 = time.time()
+    summary = train(cfg, resume=True, progress=False)
+    model = NemganModel.load(out / "best.pt")
+    model_dir = out / "model"
+    export_model(model, model_dir, name, "1", overwrite=True, supervision=supervision(cfg),
+                 metrics={"selection": summary["best"]})
+    test = load_training_data(cfg, "test")
+    row = {"row": name, "preset": preset_name, "overrides": over, "role": role, "steps": cfg.steps,
+           "train_time_s": summary["train_time_s"], "labels": supervision(cfg),
+           "selected": summary["best"], "test_onnx": onnx_scores(model_dir, test.x, test.y)}
+    metrics = ["cluster"] if role == "ablation" else ["cluster", "gen_purity"]
+    with torch.no_grad():
+        ev = evaluate(model, metrics, algorithm2=cfg.latent_kind.startswith("mmgan"), num_gen=5000)
+    row["eval"] = ev
+    if cfg.semi_supervised and cfg.priors == "learned":
+        row["prior_learning"] = prior_learning_check(model, cfg, test)
+    row["curve"] = [{k: r[k] for k in ("step", "time_s", "val_acc", "val_nmi", "val_mi") if k in r}
+                    for r in map(json.loads, (out / "stats.jsonl").read_text().splitlines()) if "val_acc" in r]
+    row["wall_s"] = round(time.time() - t0, 1)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(row, indent=2, default=float) + "\n")
+    return row
+
+
+def supervision(cfg) -> str:
+    if cfg.labeled_per_class:
+        return f"{cfg.labeled_per_class} per class"
+    if cfg.labeled_fraction:
+        return f"{cfg.labeled_fraction:.0%} of the training set"
+    return "none"
+
+
+def prior_learning_check(model, cfg, test) -> dict:
+    """Post-hoc prior learning (001 eq. 16) on the model's own labeled images, scored before and after on
+    the test set: the learned prior against the true one, and the change of test ACC / NMI."""
+    import torch
+
+    from core.images import uint8_to_model
+    from training.metrics import clustering_report
+    from training.priors import learn_priors
+    from training.train import Trainer
+
+    # The same labeled images the run trained with (a Trainer draws them exactly as the run did).
+    t = Trainer(cfg.__class__(**{**cfg.to_dict(), "out_dir": str(RUNS / ".prior-check")}), progress=False)
+    x_l = t.ds.x[t.train_idx][t.lab_idx]
+    y_l = t.y_train[t.lab_idx]
+    pred0, _ = model.cluster(torch.from_numpy(uint8_to_model(test.x)))
+    before = clustering_report(test.y, pred0)
+    res = learn_priors(model, x_l, y_l, t.ds.x[t.train_idx], alpha_steps=500)
+    pred1, _ = model.cluster(torch.from_numpy(uint8_to_model(test.x)))
+    after = clustering_report(test.y, pred1)
+    return {"n_labeled": int(len(x_l)), "learned_priors": res.priors.tolist(), "true_priors": test.priors.tolist(),
+            "prior_abs_error_max": float(np.abs(res.priors - test.priors).max()),
+            "before": {k: float(before[k]) for k in ("acc", "nmi", "ari")},
+            "after": {k: float(after[k]) for k in ("acc", "nmi", "ari")}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="train + export + score rows (resumable: reruns continue from last.pt)")
+    r.add_argument("rows", nargs="+", help=f"row names or 'all': {', '.join(ROWS)}")
+    r.add_argument("--jobs", type=int, default=1, help="rows at a time, each in its own process")
+    r.add_argument("--threads", type=int, default=1, help="torch threads per row")
+    r.add_argument("--steps", type=int, default=None, help="override every row's step budget")
+    sub.add_parser("report", help="write the RESULTS.md section and the curve figure from docs/results/recipes")
+    a = ap.parse_args()
+    if a.cmd == "report":
+        from recipes_report import write_report
+
+        write_report(RESULTS, REPO)
+        return
+    names = list(ROWS) if a.rows == ["all"] else a.rows
+    bad = [n for n in names if n not in ROWS]
+    if bad:
+        ap.error(f"unknown rows {bad}; choose from {list(ROWS)}")
+    if len(names) == 1:
+        row = run_row(names[0], a.threads, a.steps)
+        print(json.dumps({k: row[k] for k in ("row", "steps", "train_time_s", "labels", "test_onnx")}, indent=2))
+        return
+
+    def child(n: str) -> int:  # one process per row: torch threads and memory stay per row
+        cmd = [sys.executable, __file__, "run", n, "--threads", str(a.threads)] + \
+              (["--steps", str(a.steps)] if a.steps else [])
+        log = (RUNS / f"{n}.log")
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "a") as f:
+            return subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT)
+
+    with ThreadPoolExecutor(a.jobs) as ex:
+        for n, rc in zip(names, ex.map(child, names)):
+            print(f"{n}: {'ok' if rc == 0 else f'failed (exit {rc}), see {RUNS / (n + '.log')}'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""The issue-9 extensions: information maximisation, augmentation consistency, the affine warp,
+labels per class, label-free model selection and the presets."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from training import loss as L
+from training.augment import random_affine
+from training.config import PRESETS, TrainConfig, preset
+from training.train import Trainer, per_class_indices, train
+
+
+def test_info_max_prefers_confident_balanced_assignments():
+    k = 4
+    balanced_confident = torch.eye(k).repeat(8, 1) * 20  # every mode used, each sample sure
+    collapsed = torch.zeros(32, k)
+    collapsed[:, 0] = 20  # one mode for everything: confident but unbalanced
+    uncertain = torch.zeros(32, k)  # balanced on average, but no sample is assigned
+    losses = {n: L.info_max(x)[0].item() for n, x in
+              (("good", balanced_confident), ("collapsed", collapsed), ("uncertain", uncertain))}
+    assert losses["good"] < losses["collapsed"] and losses["good"] < losses["uncertain"]
+    _, mi = L.info_max(balanced_confident)
+    assert mi.item() == pytest.approx(math.log(k), abs=1e-4)  # I(x; y) = H(y) when y is a function of x
+    assert L.info_max(collapsed)[1].item() == pytest.approx(0.0, abs=1e-4)
+
+
+def test_info_max_balance_weight_scales_only_the_marginal_term():
+    logits = torch.randn(16, 5, generator=torch.Generator().manual_seed(0))
+    l1, mi = L.info_max(logits, 1.0)
+    l2, _ = L.info_max(logits, 2.0)
+    p = logits.softmax(1)
+    marg = -(p.mean(0) * p.mean(0).log()).sum()
+    assert (l1 - l2).item() == pytest.approx(marg.item(), rel=1e-5)
+    assert mi.item() == pytest.approx(-l1.item(), rel=1e-5)
+
+
+def test_consistency_is_zero_gradient_on_the_target_and_minimal_when_agreeing():
+    clean = torch.tensor([[5.0, 0.0, 0.0]], requires_grad=True)
+    agree = torch.tensor([[5.0, 0.0, 0.0]], requires_grad=True)
+    disagree = torch.tensor([[0.0, 5.0, 0.0]], requires_grad=True)
+    la, ld = L.consistency(clean, agree), L.consistency(clean, disagree)
+    assert la.item() < ld.item()
+    (la + ld).backward()
+    assert clean.grad is None or torch.all(clean.grad == 0)  # the clean prediction is a fixed target
+    # Sharpening (temperature -> 0) turns the target into the one-hot argmax (a pseudo-label); at 1 it is
+    # the soft prediction itself, and the loss is its entropy.
+    soft = torch.tensor([[1.0, 0.5, 0.0]])
+    logp = soft.log_softmax(1)
+    assert L.consistency(soft, soft, 0.01).item() == pytest.approx(-logp[0, 0].item(), rel=1e-4)
+    assert L.consistency(soft, soft, 1.0).item() == pytest.approx(-(logp.exp() * logp).sum().item(), rel=1e-5)
+
+
+def test_random_affine_identity_background_and_determinism():
+    x = -torch.ones(6, 1, 28, 28)
+    x[:, :, 10:18, 12:16] = 1.0
+    ident = random_affine(x, torch.Generator().manual_seed(0), 0, 0, 0, 0)
+    assert torch.allclose(ident, x, atol=1e-5)  # no warp asked: the image is unchanged
+    a = random_affine(x, torch.Generator().manual_seed(1))
+    b = random_affine(x, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, x, atol=1e-3)
+    assert a[:, :, 0, 0].allclose(torch.full_like(a[:, :, 0, 0], -1.0), atol=1e-5)  # corners stay background
+    assert a.min() >= -1.0 - 1e-5 and a.max() <= 1.0 + 1e-5
+    # Each image gets its own warp.
+    assert not torch.allclose(a[0], a[1], atol=1e-3)
+
+
+def test_per_class_indices_exact_count_and_error():
+    y = np.repeat(np.arange(3), [5, 7, 9])
+    idx = per_class_indices(y, 4, seed=0)
+    assert np.bincount(y[idx]).tolist() == [4, 4, 4]
+    assert np.array_equal(idx, per_class_indices(y, 4, seed=0))
+    with pytest.raises(ValueError, match="fewer than labeled_per_class"):
+        per_class_indices(y, 6, seed=0)
+
+
+def test_presets_validate_and_keep_the_paper_rows_paper():
+    for name, fields in PRESETS.items():
+        cfg = TrainConfig(**fields).validate()
+        assert cfg.select_by == "mi", f"{name} must select its checkpoint without labels"
+        if name.endswith("-paper"):
+            assert cfg.im_weight == 0 and cfg.consistency_weight == 0 and cfg.gan_loss == "wgan-gp"
+    assert "unsup" in "".join(PRESETS) and TrainConfig(**preset("mnist-unsup")).semi_supervised is False
+    assert TrainConfig(**preset("mnist-10pc")).labeled_per_class == 10
+    with pytest.raises(ValueError, match="unknown preset"):
+        preset("nope")
+    with pytest.raises(ValueError, match="select_by"):
+        TrainConfig(select_by="labels").validate()
+
+
+def test_extensions_train_and_selection_is_label_free(tmp_path, monkeypatch):
+    """A dry run with both terms: they are logged, and best.pt follows val_mi even when val_acc disagrees."""
+    cfg = TrainConfig(out_dir=str(tmp_path / "run"), dry_run=True, im_weight=1.0, consistency_weight=1.0,
+                      labeled_per_class=2)
+    calls = iter([{"val_mi": 0.5, "val_acc": 0.9}, {"val_mi": 0.9, "val_acc": 0.2}, {"val_mi": 0.1, "val_acc": 1.0}])
+
+    def fake_eval(self):  # the selection rule is what is under test, so the scores are scripted
+        return dict(next(calls))
+
+    monkeypatch.setattr(Trainer, "evaluate", fake_eval)
+    t = Trainer(cfg, progress=False)
+    t.cfg.steps, t.cfg.eval_every, t.cfg.log_every, t.cfg.ckpt_every, t.cfg.sample_every = 3, 1, 1, 3, 3
+    summary = t.fit()
+    assert summary["best"]["step"] == 2 and summary["best"]["by"] == "val_mi"
+    rows = [json.loads(line) for line in (tmp_path / "run" / "stats.jsonl").read_text().splitlines()]
+    assert all("loss_im" in r and "loss_cons" in r and "loss_sup" in r for r in rows)
+    assert (tmp_path / "run" / "best.pt").is_file()
+
+
+def test_evaluate_reports_label_free_signals(tmp_path):
+    summary = train(TrainConfig(out_dir=str(tmp_path / "r"), dry_run=True), progress=False)
+    row = json.loads((tmp_path / "r" / "stats.jsonl").read_text().splitlines()[-1])
+    assert 0.0 <= row["val_mi"] <= math.log(10) + 1e-6 and 1 <= row["val_modes_used"] <= 10
+    assert summary["best"]["by"] == "val_mi"
