@@ -2,7 +2,9 @@
 
 Concurrent `submit(x)` calls (x: an array whose first axis is the batch) are merged into one call of
 `fn(concatenated)` which runs in a thread (so the event loop keeps accepting); each caller gets its
-slice of the output back (a view, no copy). Knobs: `max_batch` rows per call, `max_wait` seconds a
+slice of the output back (a view, no copy). A request may hand over its input still encoded, with a
+`prepare` function (e.g. PNG decoding): it then runs in the batch thread too, per request, so a request
+whose input fails to prepare gets its own error and the rest of the batch runs. Knobs: `max_batch` rows per call, `max_wait` seconds a
 request may wait for others, `max_queue` queued requests before `QueueFull` (-> 503 Retry-After).
 
 Batching is greedy: everything queued while the previous call ran is taken at once (up to `max_batch`
@@ -35,8 +37,10 @@ class BatcherClosed(Exception):
 
 @dataclass
 class _Item:
-    x: np.ndarray
+    x: object  # an array of n rows, or an input `prepare` turns into one
     fut: asyncio.Future
+    n: int
+    prepare: Callable[[object], np.ndarray] | None = None
     t0: float = field(default_factory=time.perf_counter)
 
 
@@ -78,7 +82,9 @@ class Batcher:
     def inflight(self) -> int:
         return self._inflight
 
-    async def submit(self, x: np.ndarray) -> np.ndarray:
+    async def submit(self, x, n: int | None = None, prepare: Callable[[object], np.ndarray] | None = None):
+        """fn's output for the rows of x. With `prepare`, x is any input of `n` rows that prepare(x) turns
+        into the array, in the batch thread (its exceptions reach this caller only)."""
         if self._closed:
             raise BatcherClosed("batcher is shutting down")
         if self._inflight >= self.max_queue:
@@ -90,8 +96,9 @@ class Batcher:
             if not self.enabled:
                 if self.on_wait:
                     self.on_wait(0.0)
-                return await asyncio.get_running_loop().run_in_executor(self.executor, self._call, x)
-            item = _Item(x, asyncio.get_running_loop().create_future())
+                call = (lambda: self._call(prepare(x))) if prepare is not None else (lambda: self._call(x))
+                return await asyncio.get_running_loop().run_in_executor(self.executor, call)
+            item = _Item(x, asyncio.get_running_loop().create_future(), len(x) if n is None else int(n), prepare)
             self._queue.append(item)
             self._depth_changed()
             self._wakeup.set()
@@ -151,13 +158,28 @@ class Batcher:
         return out
 
     def _take(self, batch: list[_Item], rows: int) -> int:
-        while self._queue and (rows == 0 or rows + len(self._queue[0].x) <= self.max_batch):
+        while self._queue and (rows == 0 or rows + self._queue[0].n <= self.max_batch):
             item = self._queue.popleft()
             if item.fut.cancelled():
                 continue
             batch.append(item)
-            rows += len(item.x)
+            rows += item.n
         return rows
+
+    def _prepare_and_call(self, batch: list[_Item]):
+        """In the batch thread: prepare each item's input (errors kept per item), then one fn call."""
+        xs, errors = [], {}
+        for i, item in enumerate(batch):
+            if item.prepare is None:
+                xs.append(item.x)
+                continue
+            try:
+                xs.append(item.prepare(item.x))
+            except Exception as e:
+                errors[i] = e
+        if not xs:
+            return None, errors
+        return self._call(xs[0] if len(xs) == 1 else np.concatenate(xs)), errors
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -197,17 +219,21 @@ class Batcher:
             if self.on_wait:
                 for item in batch:
                     self.on_wait(now - item.t0)
-            xs = batch[0].x if len(batch) == 1 else np.concatenate([i.x for i in batch])
             try:
-                out = await asyncio.get_running_loop().run_in_executor(self.executor, self._call, xs)
+                out, errors = await asyncio.get_running_loop().run_in_executor(self.executor,
+                                                                               self._prepare_and_call, batch)
             except Exception as e:  # every caller of this batch gets the error
                 for item in batch:
                     if not item.fut.done():
                         item.fut.set_exception(e)
                 return
             off = 0
-            for item in batch:
-                n = len(item.x)
+            for i, item in enumerate(batch):
+                if i in errors:
+                    if not item.fut.done():
+                        item.fut.set_exception(errors[i])
+                    continue
+                n = item.n
                 if not item.fut.done():
                     item.fut.set_result(tuple(o[off:off + n] for o in out) if isinstance(out, tuple)
                                         else out[off:off + n])

@@ -18,6 +18,7 @@ import numpy as np
 
 from core.errors import ManifestError
 from core.manifest import ONNX_FUSED_IO, ONNX_IO, Manifest, load_manifest
+from core.modes import softmax
 from core.ood import OodCalibration
 
 from . import metrics as M
@@ -113,14 +114,16 @@ class ModelRuntime:
             self.run("g", np.zeros((n, self.spec.dim), np.float32))
             self.run_scored(np.zeros((n, c, h, w), np.float32))
 
-    def run_scored(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """x -> (z, logits, OOD score): what the "h" batcher runs, so the score is computed in its thread,
-        vectorised over the whole batch. The score is NaN when the model has no OOD calibration."""
+    def run_scored(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """x -> (z, logits, OOD score, probabilities): what the "h" batcher runs, so the score and the softmax
+        are computed in its thread, vectorised over the whole batch. The score is NaN when the model has no
+        OOD calibration."""
         z, logits = self.run_h(x)
+        probs = softmax(logits)  # here, vectorised over the batch, rather than per request on the event loop
         if self.ood is None:
-            return z, logits, np.full(len(x), np.nan, np.float32)
+            return z, logits, np.full(len(x), np.nan, np.float32), probs
         recon = self.run("g", z) if self.ood.needs_reconstruction else None
-        return z, logits, self.ood.score(z, logits, x, recon)
+        return z, logits, self.ood.score(z, logits, x, recon), probs
 
     def batcher(self, net: str) -> Batcher:
         b = self.batchers.get(net)
@@ -140,9 +143,11 @@ class ModelRuntime:
             self.batchers[net] = b
         return b
 
-    async def infer(self, net: str, x: np.ndarray):
-        """Batched `run(net, x)`: "g" -> images, "h" -> (z, logits, ood score), "h1"/"h2" -> their output."""
-        return await self.batcher(net).submit(x)
+    async def infer(self, net: str, x, n: int | None = None, prepare=None):
+        """Batched `run(net, x)`: "g" -> images, "h" -> (z, logits, ood score, probabilities), "h1"/"h2" ->
+        their output. With `prepare`, x is an input of n rows that prepare(x) turns into the array in the
+        batch thread (image decoding), its errors raised here."""
+        return await self.batcher(net).submit(x, n, prepare)
 
     def count_clustered(self, n: int) -> None:
         self._clustered.inc(n)

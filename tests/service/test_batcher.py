@@ -147,3 +147,34 @@ def test_metric_hooks_called():
 
     run(main())
     assert seen["batch"] == [3] and len(seen["wait"]) == 3 and max(seen["depth"]) >= 1 and seen["depth"][-1] == 0
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_prepare_runs_in_the_batch_thread_and_its_errors_stay_with_their_request(enabled):
+    """Encoded inputs are prepared (decoded) in the batch thread, not on the event loop; a request whose
+    input fails to prepare gets its own error, and the rest of its batch is answered."""
+    threads, sizes = set(), []
+
+    def prepare(rows):
+        threads.add(threading.current_thread().name)
+        if rows == "bad":
+            raise ValueError("image 0: cannot decode image")
+        return np.asarray(rows, np.float32).reshape(-1, 1)
+
+    def fn(x):
+        sizes.append(len(x))
+        return x * 2
+
+    async def main():
+        b = Batcher(fn, max_batch=64, max_wait=0.05, enabled=enabled, adaptive=False)
+        res = await asyncio.gather(b.submit([1, 2], 2, prepare), b.submit("bad", 1, prepare),
+                                   b.submit(np.full((1, 1), 5, np.float32)), return_exceptions=True)
+        await b.close()
+        return res
+
+    ok, bad, plain = run(main())
+    assert ok.ravel().tolist() == [2, 4] and plain.ravel().tolist() == [10]
+    assert isinstance(bad, ValueError) and "cannot decode" in str(bad)
+    assert threads and threading.main_thread().name not in threads
+    if enabled:
+        assert sizes == [3]  # one call for the two good requests
