@@ -142,6 +142,9 @@ def setup(device: str = "auto") -> Dist:
     world, rank = int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"])
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if dev.type == "cuda":
+        if dev.index is not None and int(os.environ.get("LOCAL_WORLD_SIZE", "1")) > 1:
+            raise ValueError(f"device {device!r} would put every process of this node on one GPU: under torchrun "
+                             "use --device cuda (each process takes the GPU of its local rank)")
         dev = torch.device("cuda", local if dev.index is None else dev.index)
         torch.cuda.set_device(dev)
     if not dist.is_initialized():
