@@ -25,6 +25,8 @@ log = logging.getLogger("nemgan.jobs")
 
 # A submit that has not reached the broker after this long never will (the API bounds its send to seconds).
 UNQUEUED_GRACE_S = 60.0
+# A requeued job whose send failed is sent again after this long (one reaper claims each send).
+RESEND_AFTER_S = 10.0
 # A staging folder no job owns (a manual export, a half-copied seed) older than this is a crash's leftover.
 STAGING_STALE_S = 3600.0
 
@@ -42,8 +44,9 @@ def sweep(store: JobStore, send: Callable[[str], None], stale_after: float, rete
                     _send(store, send, job_id)
             elif state == "pending" and not doc.get("queued"):
                 if doc.get("requeues"):
-                    out["resent"].append(job_id)
-                    _send(store, send, job_id)
+                    if store.claim_resend(job_id, RESEND_AFTER_S):
+                        out["resent"].append(job_id)
+                        _send(store, send, job_id)
                 elif store.fail_if_unqueued(job_id, UNQUEUED_GRACE_S):
                     out["failed"].append(job_id)
             elif state in FINAL and now - float(doc.get("finished") or doc["updated"]) > retention:

@@ -176,9 +176,22 @@ class JobStore:
             now = time.time()
             if doc["state"] != "running" or now - float(doc.get("heartbeat") or doc["updated"]) <= stale_after:
                 return False
-            doc.update(state="pending", updated=now, queued=None, requeues=int(doc.get("requeues", 0)) + 1,
+            doc.update(state="pending", updated=now, queued=None, sending=now, requeues=int(doc.get("requeues", 0)) + 1,
                        message="requeued: its worker stopped sending heartbeats")
             self._write(d, doc, "running")
+            return True
+
+    def claim_resend(self, job_id: str, older_than: float) -> bool:
+        """A requeued job whose send did not go through (pending, not queued, last send older than older_than):
+        claim the next send (True) for one caller only."""
+        with self._locked(job_id) as d:
+            doc = self.get(job_id)
+            now = time.time()
+            if doc["state"] != "pending" or doc.get("queued") or not doc.get("requeues") \
+                    or now - float(doc.get("sending") or 0) <= older_than:
+                return False
+            doc.update(sending=now, updated=now)
+            self._write(d, doc, "pending")
             return True
 
     def fail_if_unqueued(self, job_id: str, older_than: float) -> bool:

@@ -218,4 +218,4 @@ def test_large_allowed_images_are_decoded_off_the_event_loop(server):
         took = time.perf_counter() - t
     assert r.status_code == 200, r.text[:300]
     print(f"\n6 x 4000x4000 PNGs: {took:.2f}s to answer, loop stall {probe.worst:.3f}s")
-    assert probe.worst < 0.5 < took
+    assert probe.worst < min(0.5, took / 3)  # before: the loop stalled for about the whole decode

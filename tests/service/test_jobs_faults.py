@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 import pytest
 
-from service.jobs.reaper import UNQUEUED_GRACE_S, sweep
+from service.jobs.reaper import RESEND_AFTER_S, UNQUEUED_GRACE_S, sweep
 from service.jobs.store import JobStore
 from service.registry import Registry
 from svc_helpers import Server, Worker, base_env, free_port
@@ -141,7 +141,12 @@ def test_reaper_requeues_a_silent_job_exactly_once_from_any_host(tmp_path):
 
     with ThreadPoolExecutor(8) as ex:
         list(ex.map(lambda _: one_pass(), range(8)))
-    assert sent == [dead]
+        assert sent == [dead]
+        for _ in range(10):  # again with new dead jobs: a race shows up as a second send
+            sent.clear()
+            again = _running_job(store, age=40)
+            list(ex.map(lambda _: one_pass(), range(8)))
+            assert sent == [again]
     d = store.get(dead)
     assert d["state"] == "pending" and d["requeues"] == 1 and d["queued"]
     assert store.get(alive)["state"] == "running"
@@ -181,6 +186,9 @@ def test_reaper_fails_lost_submits_resends_requeues_and_deletes_old_jobs(tmp_pat
     assert store.get(young)["state"] == "pending"
     assert not store.dir(old).exists() and store.get(recent)["state"] == "failed"
     assert store.get(requeued)["state"] == "pending" and not store.get(requeued)["queued"]
+    out = sweep(store, flaky_send, stale_after=30, retention=50)  # too soon: no second send yet
+    assert out["resent"] == [] and not store.get(requeued)["queued"]
+    store.update(requeued, sending=time.time() - RESEND_AFTER_S - 1)
     out = sweep(store, flaky_send, stale_after=30, retention=50)  # the broker is back: sent again
     assert out["resent"] == [requeued] and store.get(requeued)["queued"]
     assert store.counts() == {"pending": 2, "running": 0, "succeeded": 0, "failed": 2, "cancelled": 0}
