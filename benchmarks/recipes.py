@@ -136,6 +136,25 @@ def prior_learning_check(model, cfg, test) -> dict:
             "after": {k: float(after[k]) for k in ("acc", "nmi", "ari")}}
 
 
+def ship(name: str, dest: Path, model_name: str) -> Path:
+    """Export a finished row's best.pt as a shipped model directory, with its test figures and label use in
+    the manifest. An unsupervised model's modes carry no class: they are named m0..m{K-1}, not digits."""
+    from training.export import export_model
+    from training.model import NemganModel
+
+    row = json.loads((RESULTS / f"{name}.json").read_text())
+    model = NemganModel.load(RUNS / name / "best.pt")
+    if row["labels"] == "none":
+        model.class_names = [f"m{k}" for k in range(model.n_modes)]
+        sup = "unsupervised: no labels in training or in checkpoint selection (select_by mi)"
+    else:
+        sup = f"semi-supervised: {row['labels']} labeled training images supervise h ({row['selected']['by']} selection)"
+    metrics = {**row["eval"], "test_onnx": row["test_onnx"], "selection": row["selected"],
+               "recipe": {"preset": row["preset"], "overrides": row["overrides"], "steps": row["steps"],
+                          "train_time_s": row["train_time_s"]}}
+    return export_model(model, dest, model_name, "1", metrics=metrics, supervision=sup, overwrite=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -145,7 +164,14 @@ def main() -> None:
     r.add_argument("--threads", type=int, default=1, help="torch threads per row")
     r.add_argument("--steps", type=int, default=None, help="override every row's step budget")
     sub.add_parser("report", help="write the RESULTS.md section and the curve figure from docs/results/recipes")
+    sp = sub.add_parser("ship", help="export a finished row as a shipped model directory")
+    sp.add_argument("row")
+    sp.add_argument("dest", type=Path)
+    sp.add_argument("--name", required=True, help="model name in the manifest (what the service serves)")
     a = ap.parse_args()
+    if a.cmd == "ship":
+        print(ship(a.row, a.dest, a.name))
+        return
     if a.cmd == "report":
         from recipes_report import write_report
 
@@ -170,7 +196,7 @@ def main() -> None:
 
     with ThreadPoolExecutor(a.jobs) as ex:
         for n, rc in zip(names, ex.map(child, names)):
-            print(f"{n}: {'ok' if rc == 0 else f'failed (exit {rc}), see {RUNS / (n + '.log')}'}")
+            print(f"{n}: ok" if rc == 0 else f"{n}: failed (exit {rc}), see {RUNS / (n + '.log')}")
 
 
 if __name__ == "__main__":

@@ -102,11 +102,9 @@ def section(rows: list[dict], fig: str | None) -> list[str]:
 
 
 def curves(rows: list[dict], path: Path) -> bool:
-    import matplotlib
+    from repro.figures import _pyplot, _save_figure  # the reproduction report's Agg setup and saver
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     rows = [r for r in rows if r.get("curve")]
     if not rows:
         return False
@@ -121,10 +119,7 @@ def curves(rows: list[dict], path: Path) -> bool:
     axes[0].set(title="held-out ACC (labels: scoring only); dot = selected by MI", xlabel="step", ylim=(0, 1.02))
     axes[1].set(title="held-out I(image; mode) of h: the label-free selection signal", xlabel="step")
     axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    _save_figure(fig, path)
     return True
 
 

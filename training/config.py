@@ -76,6 +76,7 @@ class TrainConfig:
     fc_hidden: int = 128
     h2_hidden: int = 128
     d_norm: str = "layer"
+    h_norm: str = "batch"  # batch (authors) | layer: see training/networks.py H1
 
     # losses
     gan_loss: str = "gan"  # gan (non-saturating) | wgan-gp
@@ -136,6 +137,8 @@ class TrainConfig:
             errs.append("latent_norm must be l1|l2 and mode_loss ce|kl")
         if self.select_by not in SELECT_BY:
             errs.append(f"select_by must be one of {SELECT_BY}")
+        if self.h_norm not in ("batch", "layer", "none"):
+            errs.append("h_norm must be batch|layer|none")
         if self.consistency_temp <= 0:
             errs.append("consistency_temp must be > 0")
         if self.supervised_mmgan and not self.latent_kind.startswith("mmgan"):
@@ -153,7 +156,7 @@ class TrainConfig:
     def net_config(self, n_modes: int, shape: tuple[int, int, int]) -> NetConfig:
         return NetConfig(latent_dim=self.latent_dim, n_modes=n_modes, channels=shape[0], height=shape[1],
                          width=shape[2], g_width=self.g_width, d_width=self.d_width, fc_hidden=self.fc_hidden,
-                         h2_hidden=self.h2_hidden,
+                         h2_hidden=self.h2_hidden, h_norm=self.h_norm,
                          d_norm="none" if self.gan_loss == "wgan-gp" and self.d_norm == "batch" else self.d_norm,
                          d_outputs=n_modes if self.supervised_mmgan else 1).check()
 
@@ -186,7 +189,7 @@ _PAPER = dict(gan_loss="wgan-gp", gp_weight=10.0, latent_weight=10.0, latent_nor
               noise_width=0.3, lr_g=2e-4, lr_d=1e-3, lr_h=1e-3, select_by="mi")
 # Ours: the non-saturating GAN (cheaper than WGAN-GP: no double backward, ~1.6x faster a step here) and the
 # real-image terms. lr_d 2e-4 keeps the critic from overpowering g at this size (see README).
-_OURS = dict(gan_loss="gan", lr_d=2e-4, latent_weight=10.0, im_weight=1.0, im_balance=2.0,
+_OURS = dict(gan_loss="gan", lr_d=2e-4, latent_weight=10.0, h_norm="layer", im_weight=1.0, im_balance=2.0,
              consistency_weight=1.0, consistency_temp=0.5, select_by="mi")
 PRESETS: dict[str, dict[str, Any]] = {
     "mnist-unsup-paper": dict(_PAPER, dataset="mnist", steps=20000),

@@ -30,6 +30,7 @@ class NetConfig:
     h2_hidden: int = 128
     d_norm: str = "layer"  # "layer" (safe with WGAN-GP, which forbids batch-norm in the critic) | "batch" | "none"
     d_outputs: int = 1  # >1: supervised MM-GAN discriminator, one real/fake output per class
+    h_norm: str = "batch"  # norm of h1: "batch" (as the authors) | "layer" (no running statistics)
 
     def check(self) -> "NetConfig":
         if self.height % 4 or self.width % 4:
@@ -83,10 +84,14 @@ class Discriminator(ConvEncoder):
 
 
 class H1(ConvEncoder):
-    """Image -> latent. Batch-norm is fine here: h1 is not a WGAN critic."""
+    """Image -> latent. Batch-norm is the authors' choice (h1 is not a WGAN critic). Its running statistics
+    average every batch h1 sees: g's samples and, with the real-image terms, real and warped images. When g's
+    images drift away from the real ones, those statistics no longer fit real images and h's eval-mode
+    clustering falls while its train-mode predictions stay right (unsupervised MNIST: val ACC 0.97 at 2k
+    steps, 0.78 at 3k). "layer" normalises each image by itself and has no running statistics."""
 
     def __init__(self, cfg: NetConfig):
-        super().__init__(cfg, cfg.latent_dim, "batch")
+        super().__init__(cfg, cfg.latent_dim, cfg.h_norm)
 
 
 class H2(nn.Module):

@@ -1,0 +1,56 @@
+"""benchmarks/recipes_report.py: the RESULTS.md section is built from the row files alone, says which
+targets are met, and is spliced in place without touching the rest of RESULTS.md."""
+
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import recipes_report as R  # noqa: E402
+
+
+def _row(name, role, acc, nmi, labels="none", preset=None, overrides=None, alg2=None, prior=None):
+    return {"row": name, "preset": preset or name, "overrides": overrides or {}, "role": role, "steps": 2000,
+            "train_time_s": 600.0, "labels": labels, "selected": {"step": 400, "by": "val_mi", "score": 2.2},
+            "test_onnx": {"acc": acc, "nmi": nmi, "ari": nmi - 0.02, "purity": acc},
+            "eval": {"cluster": {"acc": acc}, **({"algorithm2": {"acc": alg2}} if alg2 is not None else {})},
+            "curve": [{"step": 200, "val_acc": acc - 0.1, "val_mi": 2.0}, {"step": 400, "val_acc": acc, "val_mi": 2.2},
+                      {"step": 2000, "val_acc": acc, "val_mi": 2.2}],
+            **({"prior_learning": prior} if prior else {})}
+
+
+def test_report_section_verdicts_and_splice(tmp_path):
+    res = tmp_path / "docs" / "results" / "recipes"
+    res.mkdir(parents=True)
+    rows = [_row("mnist-unsup", "ours", 0.97, 0.93), _row("fmnist-unsup", "ours", 0.60, 0.55),
+            _row("mnist-abl-no-im", "ablation", 0.5, 0.4, preset="mnist-unsup", overrides={"im_weight": 0.0}),
+            _row("mnist-mmgan", "ours", 0.96, 0.9, alg2=0.93),
+            _row("mnist2-90-10", "ours", 0.99, 0.9, labels="1% of the training set",
+                 prior={"n_labeled": 100, "learned_priors": [0.9, 0.1], "true_priors": [0.9, 0.1],
+                        "prior_abs_error_max": 0.004, "before": {"acc": 0.99, "nmi": 0.9, "ari": 0.9},
+                        "after": {"acc": 0.99, "nmi": 0.9, "ari": 0.9}})]
+    for r in rows:
+        (res / f"{r['row']}.json").write_text(json.dumps(r))
+    (tmp_path / "RESULTS.md").write_text("# Results\n\nolder reproduction text\n")
+    R.write_report(res, tmp_path)
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert text.startswith("# Results\n") and "older reproduction text" in text
+    assert text.count(R.BEGIN) == 1 and text.count(R.END) == 1
+    line = {r: next(ln for ln in text.splitlines() if ln.startswith(f"| `{r}` |")) for r in ("mnist-unsup", "fmnist-unsup")}
+    assert "meets the target" in line["mnist-unsup"] and "0.970" in line["mnist-unsup"]
+    assert "acc 0.600 < 0.65" in line["fmnist-unsup"]
+    assert "alg2_acc 0.930 < 0.95" in text  # MM-GAN judged on Algorithm 2
+    assert "| `mnist-abl-no-im` | 0.0 | 1.0 | non-saturating | 0.500 |" in text
+    assert "[0.9, 0.1]" in text and (tmp_path / "docs" / "images" / "recipes-curves.png").is_file()
+    # Rewriting replaces the block in place.
+    (res / "fmnist-unsup.json").unlink()
+    R.write_report(res, tmp_path)
+    again = (tmp_path / "RESULTS.md").read_text()
+    assert again.count(R.BEGIN) == 1 and "fmnist-unsup" not in again and "older reproduction text" in again
+
+
+def test_splice_puts_a_new_block_after_the_title():
+    out = R.splice("# T\nbody\n", [R.BEGIN, "x", R.END])
+    assert out.index(R.BEGIN) < out.index("body") and out.startswith("# T\n")
