@@ -121,8 +121,8 @@ def _poll(url: str, job_id: str, until=("succeeded", "failed", "cancelled"), tim
 def _run_stack(tmp_path, tiny_model_dir, **env_extra):
     env = base_env(tmp_path / "var", [tiny_model_dir], NEMGAN_POLL_INTERVAL_S="0.3", **env_extra)
     srv = Server(env, tmp_path / "api.log")
-    wrk = Worker(env, tmp_path / "worker.log")
-    return env, srv, wrk
+    wrk = Worker(env, tmp_path / "worker.log", cwd=tmp_path)  # started elsewhere than the repo: it must leave
+    return env, srv, wrk                                       # nothing there (kombu's ./control)
 
 
 def _post_learn(url, extra=None):
@@ -150,7 +150,7 @@ def test_embedded_mode_worker_end_to_end_with_kill(tmp_path, tiny_model_dir):
         store = JobStore(tmp_path / "var" / "jobs")
         doc = store.get(job["id"])
         store.update(job["id"], params={**doc["params"], "h_steps": 5})
-        wrk = Worker(env, tmp_path / "worker.log")
+        wrk = Worker(env, tmp_path / "worker.log", cwd=tmp_path)
         j = _poll(srv.url, job["id"])
         assert j["state"] == "succeeded" and j["attempts"] == 2, j
         reg = Registry(tmp_path / "var" / "registry")
@@ -175,6 +175,7 @@ def test_embedded_mode_worker_end_to_end_with_kill(tmp_path, tiny_model_dir):
         assert reg.versions("tiny") == ["1", "2"]
         am = httpx.get(f"{srv.url}/metrics").text
         assert 'nemgan_jobs{state="succeeded"} 1.0' in am and 'nemgan_jobs{state="cancelled"} 1.0' in am
+        assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["var"]  # no ./control
     finally:
         wrk.stop()
         srv.stop()
