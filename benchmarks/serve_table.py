@@ -50,7 +50,7 @@ def main() -> int:
     ap.add_argument("--check", action="store_true", help="exit 1 when the README's table is not the file's")
     args = ap.parse_args()
     text = args.readme.read_text()
-    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.S)
+    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.DOTALL)
     if not pattern.search(text):
         print(f"{args.readme}: no {BEGIN} ... {END} section", file=sys.stderr)
         return 2

@@ -20,6 +20,7 @@ import numpy as np
 
 from .errors import DataError, TooLarge
 
+
 def _header(f) -> tuple[tuple[int, ...], np.dtype]:
     """(shape, dtype) from an .npy stream's header; the stream is left after it."""
     try:

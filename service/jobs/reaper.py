@@ -16,7 +16,7 @@ import logging
 import shutil
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from ..registry import Registry
 from .store import FINAL, ID_RE, JobNotFound, JobStore

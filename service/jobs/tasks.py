@@ -27,7 +27,7 @@ from .store import JobBusy, JobCancelled, JobNotFound, JobStore
 log = logging.getLogger("nemgan.worker")
 
 _PATH = re.compile(r"(?<![\w.])(?:/[^\s/'\"():,]+)+/?")
-_HOSTPORT = re.compile(r"\b(?:[a-z][a-z0-9+.-]*://)?(?:[\w.-]+@)?[\w.-]+:\d{2,5}\b(?:/\S*)?", re.I)
+_HOSTPORT = re.compile(r"\b(?:[a-z][a-z0-9+.-]*://)?(?:[\w.-]+@)?[\w.-]+:\d{2,5}\b(?:/\S*)?", re.IGNORECASE)
 
 
 def public_error(e: BaseException) -> str:
@@ -182,7 +182,7 @@ def run_learn_job(job_id: str, settings: Settings | None = None) -> dict | None:
             raise JobCancelled(job_id) from None
         check()
         beat.phase(0.97, "publishing the new version")
-        version, created = registry.publish(name, staging, job_id=job_id, activate=bool(p.get("activate", True)),
+        version, _created = registry.publish(name, staging, job_id=job_id, activate=bool(p.get("activate", True)),
                                             extra={"parent_version": p["version"], "method": p["method"],
                                                    "metrics": res.metrics})
         result = {"model": name, "version": version, "parent_version": p["version"], "priors": res.priors.tolist(),

@@ -15,8 +15,8 @@ import numpy as np
 
 from core.errors import TooLarge
 from core.images import decode_image, model_to_uint8, prepare_array_batch
-from core.npy import read_arrays
 from core.manifest import Manifest
+from core.npy import read_arrays
 
 MAX_IMAGE_FILE_BYTES = 32 << 20  # per image file in a zip; larger ones would be over the pixel cap anyway
 IMAGE_EXT = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm")

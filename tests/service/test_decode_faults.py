@@ -15,7 +15,6 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-
 from svc_helpers import Server, base_env
 
 

@@ -14,11 +14,11 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import numpy as np
 import pytest
+from svc_helpers import Server, Worker, base_env, free_port
 
 from service.jobs.reaper import RESEND_AFTER_S, UNQUEUED_GRACE_S, sweep
 from service.jobs.store import JobStore
 from service.registry import Registry
-from svc_helpers import Server, Worker, base_env, free_port
 
 FAST = {"h_steps": "5", "alpha_steps": "20", "seed": "0"}
 

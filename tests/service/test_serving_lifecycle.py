@@ -11,10 +11,10 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import numpy as np
 import pytest
+from svc_helpers import REPO, Server, base_env
 
 from service.registry import Registry
 from service.runtime import MAX_LOADED_VERSIONS
-from svc_helpers import REPO, Server, base_env
 
 SHIPPED = sorted(p for p in (REPO / "models").iterdir() if (p / "manifest.json").is_file())
 

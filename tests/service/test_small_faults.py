@@ -14,11 +14,11 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
+from svc_helpers import REPO, Server, base_env, free_port
 
 from service.jobs.reaper import sweep
 from service.jobs.store import JobStore
 from service.registry import Registry
-from svc_helpers import REPO, Server, base_env, free_port
 
 
 def png() -> bytes:
