@@ -85,15 +85,18 @@ def section(rows: list[dict], fig: str | None) -> list[str]:
         L += ["", "Ablation of each extension (MNIST, no labels). `mnist-unsup` is ours with both; the ablation rows "
               "switch one off at 2,000 steps; `val ACC @2k` is read from each run's stats.jsonl at step 2,000 "
               "(held-out labels, logged for scoring only), so rows of different lengths compare at equal steps.",
-              "", "| row | im_weight | consistency_weight | GAN | val ACC @2k | test ACC (selected) | test NMI |",
-              "|---|---|---|---|---|---|---|"]
+              "", "| row | im_weight | consistency_weight | h_norm | GAN | val ACC @2k | last val ACC (step) | "
+              "test ACC (selected) | test NMI |", "|---|---|---|---|---|---|---|---|---|"]
         for r in abl:
             at2k = next((c["val_acc"] for c in r["curve"] if c["step"] == 2000), None)
             over = r["overrides"]
             im = over.get("im_weight", 0.0 if "paper" in r["preset"] else 1.0)
             cons = over.get("consistency_weight", 0.0 if "paper" in r["preset"] else 1.0)
             gan = "WGAN-GP (paper)" if "paper" in r["preset"] else "non-saturating"
-            L.append(f"| `{r['row']}` | {im} | {cons} | {gan} | {_f(at2k)} | {_f(r['test_onnx']['acc'])} | "
+            norm = over.get("h_norm", "batch" if "paper" in r["preset"] else "layer")
+            last = r["curve"][-1] if r["curve"] else {}
+            L.append(f"| `{r['row']}` | {im} | {cons} | {norm} | {gan} | {_f(at2k)} | "
+                     f"{_f(last.get('val_acc'))} ({last.get('step')}) | {_f(r['test_onnx']['acc'])} | "
                      f"{_f(r['test_onnx']['nmi'])} |")
     if fig:
         L += ["", f"![training curves]({fig})", ""]

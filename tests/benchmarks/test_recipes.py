@@ -42,7 +42,7 @@ def test_report_section_verdicts_and_splice(tmp_path):
     assert "meets the target" in line["mnist-unsup"] and "0.970" in line["mnist-unsup"]
     assert "acc 0.600 < 0.65" in line["fmnist-unsup"]
     assert "alg2_acc 0.930 < 0.95" in text  # MM-GAN judged on Algorithm 2
-    assert "| `mnist-abl-no-im` | 0.0 | 1.0 | non-saturating | 0.500 |" in text
+    assert "| `mnist-abl-no-im` | 0.0 | 1.0 | layer | non-saturating | 0.500 | 0.500 (2000) |" in text
     assert "[0.9, 0.1]" in text and (tmp_path / "docs" / "images" / "recipes-curves.png").is_file()
     # Rewriting replaces the block in place.
     (res / "fmnist-unsup.json").unlink()
