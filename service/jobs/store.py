@@ -47,6 +47,10 @@ class JobBusy(Exception):
     """The job is running on a live worker (its heartbeat is fresh)."""
 
 
+class JobLost(JobCancelled):
+    """This worker no longer owns the job: the reaper re-queued it (its heartbeat was late) or it finished."""
+
+
 @contextmanager
 def _flock(path: Path):
     with open(path, "a+") as f:
@@ -156,6 +160,20 @@ class JobStore:
                        attempts=int(doc.get("attempts", 0)) + 1, message="started", error=None,
                        worker={"host": socket.gethostname(), "pid": os.getpid()})
             self._write(d, doc, old)
+            return doc
+
+    def beat(self, job_id: str, worker: dict, **fields) -> dict:
+        """A running job's heartbeat/progress, from the worker that owns it: JobCancelled when cancelled,
+        JobLost when it is no longer running under `worker` (re-queued elsewhere), so that worker stops."""
+        with self._locked(job_id) as d:
+            doc = self.get(job_id)
+            if doc["state"] == "cancelled":
+                raise JobCancelled(job_id)
+            if doc["state"] != "running" or doc.get("worker") != worker:
+                raise JobLost(job_id)
+            doc.update(fields)
+            doc["updated"] = time.time()
+            self._write(d, doc, "running")
             return doc
 
     def cancel(self, job_id: str) -> dict:

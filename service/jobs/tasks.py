@@ -22,7 +22,7 @@ import numpy as np
 
 from ..registry import Registry
 from ..settings import Settings
-from .store import JobBusy, JobCancelled, JobNotFound, JobStore
+from .store import JobBusy, JobCancelled, JobLost, JobNotFound, JobStore
 
 log = logging.getLogger("nemgan.worker")
 
@@ -56,9 +56,10 @@ def _phase_name(message: str) -> str:
 class _Heartbeat(threading.Thread):
     """Writes the current phase + progress + heartbeat into the job store every `interval` seconds."""
 
-    def __init__(self, store: JobStore, job_id: str, interval: float = 1.0):
+    def __init__(self, store: JobStore, job_id: str, worker: dict, interval: float = 1.0):
         super().__init__(daemon=True, name=f"heartbeat-{job_id[:8]}")
-        self.store, self.job_id, self.interval = store, job_id, interval
+        self.store, self.job_id, self.worker, self.interval = store, job_id, worker, interval
+        self.lost = False  # re-queued to another worker: stop, and write nothing more
         self.progress, self.message, self.phase_t0 = 0.0, "started", time.time()
         self.phases: list[dict] = [{"phase": "started", "at": self.phase_t0}]
         self.cancelled = False
@@ -87,8 +88,10 @@ class _Heartbeat(threading.Thread):
         if el >= 1.0 and not re.search(r"\d+/\d+", msg):
             msg = f"{msg} ({el:.0f} s)"
         try:
-            self.store.update(self.job_id, progress=round(progress, 4), message=msg, heartbeat=time.time(),
-                              phases=phases)
+            self.store.beat(self.job_id, self.worker, progress=round(progress, 4), message=msg,
+                            heartbeat=time.time(), phases=phases)
+        except JobLost:
+            self.cancelled = self.lost = True
         except (JobCancelled, JobNotFound):
             self.cancelled = True
         except Exception as e:  # a full disk must not kill the job; the reaper decides
@@ -139,7 +142,7 @@ def run_learn_job(job_id: str, settings: Settings | None = None) -> dict | None:
         return doc.get("result")
     t0 = time.time()
     deadline = float(doc["started"]) + settings.job_time_limit_s
-    beat = _Heartbeat(store, job_id)
+    beat = _Heartbeat(store, job_id, doc["worker"])
     beat.start()
     staging = registry.staging_dir(name, job_id)
 
@@ -188,17 +191,25 @@ def run_learn_job(job_id: str, settings: Settings | None = None) -> dict | None:
         result = {"model": name, "version": version, "parent_version": p["version"], "priors": res.priors.tolist(),
                   "metrics": res.metrics, "activated": bool(p.get("activate", True))}
         beat.stop()
+        if beat.lost:  # the worker that now owns the job records it (it finds this version published)
+            log.warning("job %s was re-queued while this worker published %s/%s", job_id, name, version)
+            return None
         store.update(job_id, state="succeeded", progress=1.0, result=result, finished=time.time(),
                      message=f"published {name}/{version}")
         _observe("succeeded", time.time() - t0)
         return result
     except JobCancelled:
+        if beat.lost:
+            log.warning("job %s was re-queued (its heartbeat was late): this worker stops", job_id)
+            return None
         _observe("cancelled", time.time() - t0)
         log.info("job %s cancelled", job_id)
         return None
     except Exception as e:
         log.exception("job %s failed", job_id)
         beat.stop()
+        if beat.lost:
+            return None
         try:
             store.update(job_id, state="failed", error=public_error(e), finished=time.time(), message="failed")
         except (JobCancelled, JobNotFound):
@@ -207,5 +218,6 @@ def run_learn_job(job_id: str, settings: Settings | None = None) -> dict | None:
         return None
     finally:
         beat.stop()
-        shutil.rmtree(staging, ignore_errors=True)
-        store.drop_uploads(job_id)
+        if not beat.lost:  # a lost job's staging folder and uploads now belong to the worker running it
+            shutil.rmtree(staging, ignore_errors=True)
+            store.drop_uploads(job_id)

@@ -360,3 +360,32 @@ def test_killed_worker_job_requeued_on_another_host_once(tmp_path, tiny_model_di
     finally:
         wrk.stop()
         srv.stop()
+
+
+def test_a_worker_whose_job_was_requeued_stops_and_leaves_it_to_the_new_owner(client, settings):
+    """A heartbeat late enough for the reaper (a stalled worker, not a dead one): the reaper re-queues the job and
+    another worker claims it; the first worker's next heartbeat finds it no longer owns the job and stops, writing
+    nothing and deleting nothing the new owner needs."""
+    from service.jobs.tasks import run_learn_job
+
+    job_id = _submitted(client)
+    store = JobStore(settings.jobs)
+    store.update(job_id, params={**store.get(job_id)["params"], "h_steps": 100_000})
+    out = {}
+    t = threading.Thread(target=lambda: out.setdefault("res", run_learn_job(job_id, settings)))
+    t.start()
+    end = time.time() + 60
+    while store.get(job_id)["state"] != "running" or "phases" not in store.get(job_id):
+        assert time.time() < end
+        time.sleep(0.1)
+    # as the reaper + a worker on another host would: re-queue, then claim for a new attempt
+    store.update(job_id, heartbeat=time.time() - 100)
+    assert store.requeue_if_stale(job_id, stale_after=30)
+    other = store.start(job_id, stale_after=30)
+    store.update(job_id, worker={"host": "another-pod", "pid": 1})
+    t.join(30)
+    assert not t.is_alive() and out["res"] is None
+    d = store.get(job_id)
+    assert d["state"] == "running" and d["attempts"] == other["attempts"] == 2 and d["worker"]["host"] == "another-pod"
+    assert (store.dir(job_id) / "labeled.npz").exists()  # the new owner still has its upload
+    assert Registry(settings.registry).versions("tiny") == ["1"]
