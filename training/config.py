@@ -31,6 +31,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:<i> (under torchrun each process takes its local rank's GPU)
     amp: str = "none"  # none | bf16: autocast of the networks' forwards; losses and gradient penalty stay fp32
     compile: bool = False  # torch.compile the training forwards (CUDA: faster after a warm-up; CPU: rarely)
+    time_limit_s: float = 0.0  # stop cleanly (final evaluation, samples, checkpoint) after this long; 0 = no limit
     steps: int = 5000
     batch_size: int = 64
     log_every: int = 50

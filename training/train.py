@@ -39,7 +39,7 @@ from .model import NemganModel
 # more steps, other thread count or device, other logging cadence).
 # The number of processes is not an option: a run resumes on any world size (training/distributed.py).
 RUN_ONLY_OPTIONS = frozenset({"out_dir", "steps", "threads", "device", "compile", "log_every", "eval_every",
-                              "sample_every", "ckpt_every", "data_root"})
+                              "sample_every", "ckpt_every", "data_root", "time_limit_s"})
 
 
 def load_training_data(cfg: TrainConfig, split: str = "train") -> ImageDataset:
@@ -390,7 +390,7 @@ class Trainer:
                     acc.setdefault(k, []).append(v)
                 self.step += 1
                 bar.update(1)
-                last = self.step == cfg.steps
+                last = self.step == cfg.steps or self.out_of_time()
                 if self.step % cfg.log_every == 0 or last:
                     row = {"step": self.step, "time_s": round(self.elapsed(), 1),
                            **self.dist.mean_stats({k: float(np.mean(v)) for k, v in acc.items()}),
@@ -415,6 +415,8 @@ class Trainer:
                     self.save_samples(f"step{self.step:07d}")
                 if (self.step % cfg.ckpt_every == 0 or last) and main:
                     self.save_last()
+                if last:  # the step count, or time_limit_s
+                    break
         finally:
             bar.close()
             if stats_f:
@@ -425,6 +427,13 @@ class Trainer:
             (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         self.dist.barrier()  # the run folder is complete before any rank returns
         return summary
+
+    def out_of_time(self) -> bool:
+        """time_limit_s is up (checked every log_every steps; under DDP rank 0's clock decides for every rank)."""
+        if not self.cfg.time_limit_s or self.step % self.cfg.log_every:
+            return False
+        up = float(self.dist.is_main and time.time() - self.started >= self.cfg.time_limit_s)
+        return self.dist.mean_stats({"stop": up})["stop"] > 0
 
     def elapsed(self) -> float:
         return self.elapsed_before + time.time() - self.started
