@@ -96,10 +96,14 @@ def test_two_processes_match_one_process_with_the_global_batch(tmp_path):
 
 def test_resume_a_two_process_checkpoint_in_one_process(tmp_path):
     """2 processes train 4 steps and checkpoint (rank 0 writes the folder); 1 process resumes to 6 steps and
-    lands where a 1-process run of 6 steps lands."""
+    lands where a 1-process run of 6 steps lands. Beside it, a 2-process run stopped by its time limit."""
     cfg = dict(TINY, labeled_fraction=0.25, sup_batch=16, log_every=2, eval_every=4, ckpt_every=4, sample_every=4)
     out = tmp_path / "run"
-    torchrun(tmp_path, [dict(name="first", cfg=dict(cfg, out_dir=str(out), steps=4), fit=True, freeze_bn=True)])
+    timed = tmp_path / "timed"  # time_limit_s: rank 0's clock stops every rank at the same log step
+    torchrun(tmp_path, [dict(name="first", cfg=dict(cfg, out_dir=str(out), steps=4), fit=True, freeze_bn=True),
+                        dict(name="timed", cfg=dict(cfg, out_dir=str(timed), steps=50, time_limit_s=1e-3), fit=True)])
+    assert json.loads((timed / "summary.json").read_text())["steps"] == 2
+    assert torch.load(timed / "last.pt", weights_only=False)["trainer"]["step"] == 2
     rows = [json.loads(line) for line in (out / "stats.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [2, 4], "one writer: one row per log step"
     assert json.loads((out / "summary.json").read_text())["world_size"] == 2
