@@ -331,7 +331,7 @@ class Trainer:
     def real_image_terms(self, stats: dict[str, float]) -> torch.Tensor:
         """The extensions on real images (config: im_weight, consistency_weight): h's prediction on a real
         batch should use every mode, be confident, and not change under a small affine warp."""
-        cfg, h = self.cfg, self.model.h
+        cfg, h = self.cfg, self.H  # the training view: bf16/compile/DDP as configured (m.h by default)
         n = cfg.real_batch or cfg.batch_size
         idx = torch.randint(0, len(self.x_train), (n,), generator=self.gen)
         x = to_device(self.x_train[idx], self.device)
