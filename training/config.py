@@ -119,6 +119,10 @@ class TrainConfig:
     lr_g: float = 2e-4
     lr_d: float = 1e-3
     lr_h: float = 1e-3
+    # Cosine decay of every learning rate to 0 over this many steps (0 = constant, as the papers). Beyond the
+    # papers: in the unsupervised recipe h's clustering peaks and then drifts with g (see README); decaying
+    # the rates lets the run settle instead of wandering off the peak.
+    lr_decay_steps: int = 0
     beta1: float = 0.5
     beta2: float = 0.9
 
@@ -138,6 +142,8 @@ class TrainConfig:
             errs.append("latent_norm must be l1|l2 and mode_loss ce|kl")
         if self.select_by not in SELECT_BY:
             errs.append(f"select_by must be one of {SELECT_BY}")
+        if self.lr_decay_steps < 0:
+            errs.append("lr_decay_steps must be >= 0")
         if self.h_norm not in ("batch", "layer", "none"):
             errs.append("h_norm must be batch|layer|none")
         if self.consistency_temp <= 0:

@@ -249,9 +249,19 @@ class Trainer:
     def gp_eps(self) -> torch.Tensor:
         return to_device(self.dist.shard(torch.rand(self.cfg.batch_size, 1, 1, 1)), self.device)
 
+    def set_learning_rates(self) -> None:
+        """Cosine decay (config lr_decay_steps) of every optimiser's rate from its configured value."""
+        cfg = self.cfg
+        f = 0.5 * (1 + math.cos(math.pi * min(self.step, cfg.lr_decay_steps) / cfg.lr_decay_steps))
+        for opt, lr in ((self.opt_d, cfg.lr_d), (self.opt_g, cfg.lr_g), (self.opt_h, cfg.lr_h)):
+            for group in opt.param_groups:
+                group["lr"] = lr * f
+
     def train_step(self) -> dict[str, float]:
         cfg, m = self.cfg, self.model
         stats: dict[str, float] = {}
+        if cfg.lr_decay_steps:
+            self.set_learning_rates()
         sup_mm = cfg.supervised_mmgan
 
         # 1. discriminator / critic

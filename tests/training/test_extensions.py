@@ -116,3 +116,16 @@ def test_evaluate_reports_label_free_signals(tmp_path):
     row = json.loads((tmp_path / "r" / "stats.jsonl").read_text().splitlines()[-1])
     assert 0.0 <= row["val_mi"] <= math.log(10) + 1e-6 and 1 <= row["val_modes_used"] <= 10
     assert summary["best"]["by"] == "val_mi"
+
+
+def test_cosine_lr_decay_reaches_zero_at_the_set_step(tmp_path):
+    t = Trainer(TrainConfig(out_dir=str(tmp_path / "r"), dry_run=True, lr_decay_steps=4), progress=False)
+    seen = []
+    for step in range(6):
+        t.step = step
+        t.set_learning_rates()
+        seen.append([t.opt_d.param_groups[0]["lr"], t.opt_g.param_groups[0]["lr"], t.opt_h.param_groups[0]["lr"]])
+    cfg = t.cfg
+    assert seen[0] == pytest.approx([cfg.lr_d, cfg.lr_g, cfg.lr_h])
+    assert seen[2] == pytest.approx([cfg.lr_d / 2, cfg.lr_g / 2, cfg.lr_h / 2])
+    assert seen[4] == pytest.approx([0, 0, 0], abs=1e-12) and seen[5] == seen[4]  # stays at 0 past the end
