@@ -207,8 +207,10 @@ class Trainer:
         def model_options(d: dict) -> dict:
             return {k: v for k, v in d.items() if k not in RUN_ONLY_OPTIONS}
 
-        if model_options(ckpt["config"]) != model_options(self.cfg.to_dict()):
-            diff = sorted(k for k, v in model_options(self.cfg.to_dict()).items() if ckpt["config"].get(k) != v)
+        # An option added after the checkpoint was written is missing there: it ran with the default.
+        saved = TrainConfig.from_dict(ckpt["config"]).to_dict()
+        if model_options(saved) != model_options(self.cfg.to_dict()):
+            diff = sorted(k for k, v in model_options(self.cfg.to_dict()).items() if saved.get(k) != v)
             raise ValueError(f"{p} was written with different options ({', '.join(diff)}); use a new --out "
                              f"or the same options (only {', '.join(sorted(RUN_ONLY_OPTIONS))} may change on resume)")
         self.model.load_state_dict(ckpt["model"])

@@ -129,3 +129,18 @@ def test_cosine_lr_decay_reaches_zero_at_the_set_step(tmp_path):
     assert seen[0] == pytest.approx([cfg.lr_d, cfg.lr_g, cfg.lr_h])
     assert seen[2] == pytest.approx([cfg.lr_d / 2, cfg.lr_g / 2, cfg.lr_h / 2])
     assert seen[4] == pytest.approx([0, 0, 0], abs=1e-12) and seen[5] == seen[4]  # stays at 0 past the end
+
+
+def test_resume_accepts_a_checkpoint_written_before_an_option_existed(tmp_path):
+    """A checkpoint from before an option was added ran with its default: resuming it must work."""
+    out = tmp_path / "r"
+    train(TrainConfig(out_dir=str(out), dry_run=True), progress=False)
+    ckpt = torch.load(out / "last.pt", weights_only=False)
+    del ckpt["config"]["lr_decay_steps"]
+    torch.save(ckpt, out / "last.pt")
+    t = Trainer(TrainConfig(out_dir=str(out), dry_run=True, steps=3, val_samples=32), progress=False)
+    assert t.resume() and t.step == 3
+    t2 = Trainer(TrainConfig(out_dir=str(out), dry_run=True, steps=3, val_samples=32, lr_decay_steps=5),
+                 progress=False)
+    with pytest.raises(ValueError, match="lr_decay_steps"):
+        t2.resume()
