@@ -15,7 +15,7 @@ def _row(name, role, acc, nmi, labels="none", preset=None, overrides=None, alg2=
     return {"row": name, "preset": preset or name, "overrides": overrides or {}, "role": role, "steps": 2000,
             "train_time_s": 600.0, "labels": labels, "selected": {"step": 400, "by": "val_mi", "score": 2.2},
             "test_onnx": {"acc": acc, "nmi": nmi, "ari": nmi - 0.02, "purity": acc},
-            "eval": {"cluster": {"acc": acc}, **({"algorithm2": {"acc": alg2}} if alg2 is not None else {})},
+            "eval": {"cluster": {"acc": acc}, **({"cluster_algorithm2": {"acc": alg2}} if alg2 is not None else {})},
             "curve": [{"step": 200, "val_acc": acc - 0.1, "val_mi": 2.0}, {"step": 400, "val_acc": acc, "val_mi": 2.2},
                       {"step": 2000, "val_acc": acc, "val_mi": 2.2}],
             **({"prior_learning": prior} if prior else {})}
@@ -34,7 +34,12 @@ def test_report_section_verdicts_and_splice(tmp_path):
     for r in rows:
         (res / f"{r['row']}.json").write_text(json.dumps(r))
     (tmp_path / "RESULTS.md").write_text("# Results\n\nolder reproduction text\n")
+    (tmp_path / "README.md").write_text(f"intro\n{R.TBEGIN}\nstale\n{R.TEND}\noutro\n")
     R.write_report(res, tmp_path)
+    readme = (tmp_path / "README.md").read_text()
+    assert "stale" not in readme and readme.startswith("intro\n") and readme.endswith("outro\n")
+    assert "| `mnist-unsup` | none | 2000 | 10 min | 0.970 | 0.930 | meets the target |" in readme
+    assert "mnist-abl-no-im" not in readme  # ablations and variants stay in RESULTS.md
     text = (tmp_path / "RESULTS.md").read_text()
     assert text.startswith("# Results\n") and "older reproduction text" in text
     assert text.count(R.BEGIN) == 1 and text.count(R.END) == 1
