@@ -77,7 +77,7 @@ class TrainConfig:
     fc_hidden: int = 128
     h2_hidden: int = 128
     d_norm: str = "layer"
-    h_norm: str = "batch"  # batch (authors) | layer: see training/networks.py H1
+    h_norm: str = "batch"  # batch (authors) | layer (no running statistics): see training/networks.py H1
 
     # losses
     gan_loss: str = "gan"  # gan (non-saturating) | wgan-gp

@@ -85,10 +85,10 @@ class Discriminator(ConvEncoder):
 
 class H1(ConvEncoder):
     """Image -> latent. Batch-norm is the authors' choice (h1 is not a WGAN critic). Its running statistics
-    average every batch h1 sees: g's samples and, with the real-image terms, real and warped images. When g's
-    images drift away from the real ones, those statistics no longer fit real images and h's eval-mode
-    clustering falls while its train-mode predictions stay right (unsupervised MNIST: val ACC 0.97 at 2k
-    steps, 0.78 at 3k). "layer" normalises each image by itself and has no running statistics."""
+    average every batch h1 sees: g's samples and, with the real-image terms, real and warped images, so
+    eval-mode h sees statistics of a mixture. "layer" normalises each image by itself and has no running
+    statistics. Measured (RESULTS.md, mnist-unsup vs mnist-abl-batchnorm): both reach the same clustering
+    and both drift after their peak, so the norm is not what the drift comes from."""
 
     def __init__(self, cfg: NetConfig):
         super().__init__(cfg, cfg.latent_dim, cfg.h_norm)
