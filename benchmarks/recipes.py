@@ -141,7 +141,7 @@ def prior_learning_check(model, cfg, test) -> dict:
             "after": {k: float(after[k]) for k in ("acc", "nmi", "ari")}}
 
 
-def ship(name: str, dest: Path, model_name: str) -> Path:
+def ship(name: str, dest: Path, model_name: str, ood_components: str | None = None) -> Path:
     """Export a finished row's best.pt as a shipped model directory, with its test figures and label use in
     the manifest. An unsupervised model's modes carry no class: they are named m0..m{K-1}, not digits."""
     from training.export import export_model
@@ -157,7 +157,12 @@ def ship(name: str, dest: Path, model_name: str) -> Path:
     metrics = {**row["eval"], "test_onnx": row["test_onnx"], "selection": row["selected"],
                "recipe": {"preset": row["preset"], "overrides": row["overrides"], "steps": row["steps"],
                           "train_time_s": row["train_time_s"]}}
-    return export_model(model, dest, model_name, "1", metrics=metrics, supervision=sup, overwrite=True)
+    out = export_model(model, dest, model_name, "1", metrics=metrics, supervision=sup, overwrite=True)
+    if ood_components:  # refit the OOD score with other components (export fits the default one)
+        from training.calibrate import calibrate
+
+        calibrate(out, components=tuple(c.strip() for c in ood_components.split(",") if c.strip()))
+    return out
 
 
 def main() -> None:
@@ -173,9 +178,12 @@ def main() -> None:
     sp.add_argument("row")
     sp.add_argument("dest", type=Path)
     sp.add_argument("--name", required=True, help="model name in the manifest (what the service serves)")
+    sp.add_argument("--ood-components", default=None,
+                    help="e.g. latent_mahalanobis,pixel_mse (models/mnist: the latent alone reached AUROC 0.946 "
+                         "against Fashion-MNIST, below the 0.95 goal)")
     a = ap.parse_args()
     if a.cmd == "ship":
-        print(ship(a.row, a.dest, a.name))
+        print(ship(a.row, a.dest, a.name, a.ood_components))
         return
     if a.cmd == "report":
         from recipes_report import write_report
