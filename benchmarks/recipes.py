@@ -39,8 +39,8 @@ ROWS: dict[str, tuple[str, dict, int, str]] = {
     # The mode loss also trains h on g's samples (h_mode_start 0): h learns to accept whatever g draws for
     # mode k, and g's modes stop being pure digits (the presets use -1: g is shaped through a frozen h).
     "mnist-10pc-hmode": ("mnist-10pc", {"h_mode_start": 0}, 3000, "variant"),
-    "mnist-unsup-gfrozen": ("mnist-unsup", {"h_mode_start": -1}, 3000, "ours"),
-    "mnist-mmgan-gfrozen": ("mnist-unsup", {"latent_kind": "mmgan-static", "h_mode_start": -1}, 2500, "ours"),
+    "mnist-unsup-gfrozen": ("mnist-unsup", {"h_mode_start": -1}, 5000, "ours"),
+    "mnist-mmgan-gfrozen": ("mnist-unsup", {"latent_kind": "mmgan-static", "h_mode_start": -1}, 5000, "ours"),
     "fmnist-10pc": ("fmnist-10pc", {}, 2000, "ours"),
     "fmnist-10pc-gfrozen": ("fmnist-10pc", {"h_mode_start": -1}, 2000, "ours"),
     "mnist2-90-10": ("mnist2-90-10", {}, 2000, "ours"),
