@@ -179,8 +179,8 @@ def main() -> None:
     sp.add_argument("dest", type=Path)
     sp.add_argument("--name", required=True, help="model name in the manifest (what the service serves)")
     sp.add_argument("--ood-components", default=None,
-                    help="e.g. latent_mahalanobis,pixel_mse (models/mnist: the latent alone reached AUROC 0.946 "
-                         "against Fashion-MNIST, below the 0.95 goal)")
+                    help="e.g. latent_mahalanobis,pixel_mse: better separation (models/mnist vs Fashion-MNIST: AUROC "
+                         "0.972 vs 0.946) at the cost of running g on every clustered image (/cluster about 2x slower)")
     a = ap.parse_args()
     if a.cmd == "ship":
         print(ship(a.row, a.dest, a.name, a.ood_components))
