@@ -64,12 +64,8 @@ def onnx_scores(model_dir: Path, x_uint8: np.ndarray, y: np.ndarray) -> dict:
 
     sess = ort.InferenceSession(str(model_dir / "h.onnx"), providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
-    outs = [o.name for o in sess.get_outputs()]
-    pred = []
-    for i in range(0, len(x_uint8), 1000):
-        res = dict(zip(outs, sess.run(None, {name: uint8_to_model(x_uint8[i:i + 1000])})))
-        logits = res.get("logits", next(v for k, v in res.items() if v.ndim == 2 and k != "z"))
-        pred.append(logits.argmax(1))
+    pred = [sess.run(["logits"], {name: uint8_to_model(x_uint8[i:i + 1000])})[0].argmax(1)
+            for i in range(0, len(x_uint8), 1000)]
     rep = clustering_report(y, np.concatenate(pred))
     return {k: float(v) for k, v in rep.items()}
 

@@ -59,3 +59,21 @@ def test_report_section_verdicts_and_splice(tmp_path):
 def test_splice_puts_a_new_block_after_the_title():
     out = R.splice("# T\nbody\n", [R.BEGIN, "x", R.END])
     assert out.index(R.BEGIN) < out.index("body") and out.startswith("# T\n")
+
+
+def test_shipped_mnist_manifest_figures_are_what_onnx_h_gives():
+    """The shipped model's test figures in its manifest are recomputed from h.onnx and the test set."""
+    import pytest
+
+    from core.data import default_data_root
+
+    if not (Path(default_data_root()) / "mnist").is_dir():
+        pytest.skip("MNIST IDX files not found: set NEMGAN_DATA_DIR to a folder holding mnist/ (see README)")
+    import recipes
+    from training.dataset import load_dataset
+
+    test = load_dataset("mnist", split="test")
+    got = recipes.onnx_scores(REPO / "models" / "mnist", test.x, test.y)
+    manifest = json.loads((REPO / "models" / "mnist" / "manifest.json").read_text())
+    assert got["acc"] == manifest["metrics"]["test_onnx"]["acc"] and got["acc"] >= 0.97
+    assert abs(got["nmi"] - manifest["metrics"]["test_onnx"]["nmi"]) < 1e-9
