@@ -41,9 +41,19 @@ ROWS: dict[str, tuple[str, dict, int, str]] = {
     "mnist-10pc-hmode": ("mnist-10pc", {"h_mode_start": 0}, 3000, "variant"),
     "mnist-unsup-gfrozen": ("mnist-unsup", {"h_mode_start": -1}, 5000, "ours"),
     "mnist-mmgan-gfrozen": ("mnist-unsup", {"latent_kind": "mmgan-static", "h_mode_start": -1}, 5000, "ours"),
-    "fmnist-10pc": ("fmnist-10pc", {}, 2000, "ours"),
+    "fmnist-10pc": ("fmnist-10pc", {}, 4000, "ours"),
     "fmnist-10pc-gfrozen": ("fmnist-10pc", {"h_mode_start": -1}, 2000, "ours"),
     "mnist2-90-10": ("mnist2-90-10", {}, 2000, "ours"),
+    # h_freeze_patience: h stops at its held-out MI peak (label-free) and g trains on through the frozen h.
+    "mnist-unsup-freeze": ("mnist-unsup", {"h_freeze_patience": 400}, 4000, "variant"),
+    "mnist-mmgan-freeze": ("mnist-unsup", {"latent_kind": "mmgan-static", "h_freeze_patience": 400}, 4000,
+                           "variant"),
+    # Clothes are left-right symmetric: the consistency warp may mirror them (aug_flip); weaker rotation/shear
+    # keep an upright shirt from looking like a dress.
+    "fmnist-unsup-flip": ("fmnist-unsup", {"aug_flip": True}, 2000, "variant"),
+    "fmnist-unsup-flip-mild": ("fmnist-unsup", {"aug_flip": True, "aug_rotate": 5.0, "aug_shear": 5.0}, 2000,
+                               "variant"),
+    "fmnist-10pc-flip": ("fmnist-10pc", {"aug_flip": True}, 2000, "variant"),
     "mnist-mmgan": ("mnist-unsup", {"latent_kind": "mmgan-static"}, 2500, "ours"),
     "mnist-unsup-paper": ("mnist-unsup-paper", {}, 2000, "paper"),
     "mnist-abl-no-im": ("mnist-unsup", {"im_weight": 0.0}, 2000, "ablation"),

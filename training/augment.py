@@ -16,10 +16,12 @@ import torch.nn.functional as F
 
 
 def random_affine(x: torch.Tensor, gen: torch.Generator, rotate_deg: float = 15.0, scale: float = 0.1,
-                  shear_deg: float = 10.0, shift_px: float = 3.0, background: float = -1.0) -> torch.Tensor:
+                  shear_deg: float = 10.0, shift_px: float = 3.0, background: float = -1.0,
+                  flip: bool = False) -> torch.Tensor:
     """Warp each image of x [N, C, H, W] (model range, background `background`) by its own random affine
-    map: rotation in +-rotate_deg, isotropic scale in 1 +- scale, shear in +-shear_deg, shift in +-shift_px.
-    Random numbers come from `gen` (CPU) so runs are reproducible."""
+    map: rotation in +-rotate_deg, isotropic scale in 1 +- scale, shear in +-shear_deg, shift in +-shift_px,
+    and with `flip` a left-right mirror with probability 1/2. Random numbers come from `gen` (CPU) so runs
+    are reproducible (without `flip` the draws are the same as before the option existed)."""
     n, _, h, w = x.shape
     u = torch.rand(n, 5, generator=gen) * 2 - 1  # U(-1, 1) per parameter
     rot = u[:, 0] * math.radians(rotate_deg)
@@ -30,7 +32,11 @@ def random_affine(x: torch.Tensor, gen: torch.Generator, rotate_deg: float = 15.
     # theta maps output coordinates to input coordinates: rotation . shear, scaled.
     theta = torch.stack([
         torch.stack([cos / s, (cos * tan - sin) / s, tx], 1),
-        torch.stack([sin / s, (sin * tan + cos) / s, ty], 1)], 1).to(x.device, x.dtype)
+        torch.stack([sin / s, (sin * tan + cos) / s, ty], 1)], 1)
+    if flip:  # mirror the output's x coordinate: negate the column theta multiplies it by
+        sign = torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0)
+        theta[:, :, 0] = theta[:, :, 0] * sign[:, None]
+    theta = theta.to(x.device, x.dtype)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     # grid_sample pads with zeros: warp (x - background) so the padding is the background colour.
     return F.grid_sample(x - background, grid, mode="bilinear", padding_mode="zeros",

@@ -104,11 +104,18 @@ class TrainConfig:
     aug_scale: float = 0.1
     aug_shear: float = 10.0
     aug_shift: float = 3.0  # pixels
+    aug_flip: bool = False  # also a left-right mirror, half the time (clothes are symmetric; digits are not)
     real_batch: int = 0  # real images per step for the terms above (0 = batch_size)
     # Which checkpoint becomes best.pt: "mi" = the mutual information between image and mode of h on held-out
     # *unlabeled* images (label-free, the default: unsupervised means no labels in model selection either);
     # "val_acc" = Hungarian ACC on held-out labels (uses labels: not for unsupervised rows).
     select_by: str = "mi"
+    # Label-free early stop for h (0 = off), in steps: once h's held-out I(image; mode) has not improved for
+    # this many steps, h goes back to its weights at the peak and stays frozen; g trains on through the
+    # frozen h, so its modes become h's clusters, and best.pt is then chosen by `val_gen_agree` (the share
+    # of g's samples of mode k that h assigns to k). Why: without it, unsupervised h peaks and then drifts
+    # with g (README), and g's modes stay impure because h keeps learning to accept whatever g draws.
+    h_freeze_patience: int = 0
 
     # paper 003 ablation switches
     c1: bool = True  # multimodal latent (False -> unimodal latent carrying no mode)
@@ -148,6 +155,8 @@ class TrainConfig:
             errs.append("h_norm must be batch|layer|none")
         if self.consistency_temp <= 0:
             errs.append("consistency_temp must be > 0")
+        if self.h_freeze_patience < 0:
+            errs.append("h_freeze_patience must be >= 0 (0 = off)")
         if self.supervised_mmgan and not self.latent_kind.startswith("mmgan"):
             errs.append("supervised_mmgan needs latent_kind mmgan-static or mmgan-dynamic")
         if not DEVICE_PATTERN.match(str(self.device)) or self.amp not in AMP_MODES:

@@ -161,6 +161,9 @@ class Trainer:
             torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.step = 0
         self.best = {"score": -math.inf, "by": "val_" + cfg.select_by, "step": -1}
+        # h_freeze_patience: h's held-out MI peak so far (step, score, EMA weights of h) and the step h froze at.
+        self.h_peak: dict[str, Any] = {"step": -1, "score": -math.inf, "state": None}
+        self.h_frozen_at = -1
         self.started = time.time()
         self.elapsed_before = 0.0
 
@@ -172,6 +175,7 @@ class Trainer:
                 "it_real": self.it_real.state_dict(), "it_lab": self.it_lab.state_dict() if self.it_lab else None,
                 "gen": self.gen.get_state(), "torch_rng": torch.get_rng_state(),
                 "gen_latent": None if self.gen_latent is self.gen else self.gen_latent.get_state(),
+                "h_peak": self.h_peak, "h_frozen_at": self.h_frozen_at,
                 "elapsed": self.elapsed_before + time.time() - self.started}
 
     def save_last(self) -> None:
@@ -231,6 +235,10 @@ class Trainer:
         if self.gen_latent is not self.gen and t.get("gen_latent") is not None:
             self.gen_latent.set_state(t["gen_latent"].cpu())
         self.elapsed_before = t.get("elapsed", 0.0)
+        self.h_peak = t.get("h_peak", self.h_peak)
+        if t.get("h_frozen_at", -1) >= 0:
+            self.h_frozen_at = t["h_frozen_at"]
+            self.model.h.eval()
         return True
 
     # ------------------------------------------------------------------ one step
@@ -294,8 +302,9 @@ class Trainer:
             loss_adv = L.g_loss_supervised(d_fake, modes)
         else:
             loss_adv = L.g_loss_wgan(d_fake) if cfg.gan_loss == "wgan-gp" else L.g_loss_gan(d_fake)
+        h_live = self.h_frozen_at < 0  # h_freeze_patience: once frozen, no loss updates h
         # C2-bar ablation: h still learns to invert g, but its losses do not reach g.
-        if cfg.c2 and not (0 <= cfg.h_mode_start <= self.step):
+        if cfg.c2 and (not (0 <= cfg.h_mode_start <= self.step) or not h_live):
             # The mode loss reaches g through h's current weights without updating them (live h2 does not
             # run: under DDP every wrapped network that runs forward must get gradients).
             z_hat = self.H.h1(x)
@@ -309,13 +318,13 @@ class Trainer:
         else:
             loss_mode = L.mode_loss_kl(logits, m.latent.priors().detach())
         loss = loss_adv + cfg.latent_weight * loss_lat + cfg.mode_weight * loss_mode
-        if self.it_lab is not None and self.step % cfg.sup_every == 0:
+        if self.it_lab is not None and self.step % cfg.sup_every == 0 and h_live:
             x_l, y_l = self.labeled_batch()
             _, logits_l = self.H(x_l)
             loss_sup = torch.nn.functional.cross_entropy(logits_l, y_l)
             loss = loss + cfg.sup_weight * loss_sup
             stats["loss_sup"] = loss_sup.item()
-        if cfg.im_weight or cfg.consistency_weight:
+        if (cfg.im_weight or cfg.consistency_weight) and h_live:
             loss = loss + self.real_image_terms(stats)
         self.opt_g.zero_grad(set_to_none=True)
         self.opt_h.zero_grad(set_to_none=True)
@@ -323,7 +332,8 @@ class Trainer:
             self.opt_a.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_g.step()
-        self.opt_h.step()
+        if h_live:
+            self.opt_h.step()
         stats.update(loss_g=loss_adv.item(), loss_lat=loss_lat.item(), loss_mode=loss_mode.item())
 
         # 3. learned priors: match softmax(alpha) to h's estimate of the real mode distribution (001 eq. 16)
@@ -331,7 +341,7 @@ class Trainer:
             with torch.no_grad():
                 m.h.eval()
                 p_hat = torch.softmax(m.h(self.real_batch())[1], 1).mean(0)
-                m.h.train()
+                m.h.train(h_live)
             self.opt_a.zero_grad(set_to_none=True)
             loss_a = L.prior_kl(p_hat, torch.log_softmax(m.latent.alpha, 0))
             loss_a.backward()
@@ -354,7 +364,8 @@ class Trainer:
             total = total + cfg.im_weight * loss_im
             stats.update(loss_im=loss_im.item(), mi_train=mi.item())
         if cfg.consistency_weight:
-            x_aug = random_affine(x, self.gen, cfg.aug_rotate, cfg.aug_scale, cfg.aug_shear, cfg.aug_shift)
+            x_aug = random_affine(x, self.gen, cfg.aug_rotate, cfg.aug_scale, cfg.aug_shear, cfg.aug_shift,
+                                  flip=cfg.aug_flip)
             _, logits_aug = h(x_aug)
             loss_c = L.consistency(logits, logits_aug, cfg.consistency_temp)
             total = total + cfg.consistency_weight * loss_c
@@ -372,12 +383,56 @@ class Trainer:
         usage = np.bincount(pred, minlength=self.model.n_modes) / max(1, len(pred))
         out = {"val_mi": float(marg - cond), "val_modes_used": int((usage > 0.2 / self.model.n_modes).sum()),
                "val_usage_max": float(usage.max())}
+        out["val_gen_agree"] = self.gen_agreement()
         rep = clustering_report(self.y_val, pred)
         out.update({f"val_{k}": float(v) for k, v in rep.items() if k != "n_samples"})
         if self.ema is not self.model:  # the live weights too: shows what the average buys
             live, _ = self.model.cluster(self.x_val.to(self.device))
             out["val_acc_live"] = float(clustering_report(self.y_val, live)["acc"])
         return out
+
+    def gen_agreement(self, per_mode: int = 100) -> float:
+        """Label-free: the share of g's samples of mode k that h assigns to mode k (the EMA model, fixed
+        latents, so evaluations compare like with like)."""
+        K = self.model.n_modes
+        imgs = np.concatenate([self.ema.generate(per_mode, mode=k, sigma=1.0, seed=4321 + k)[0] for k in range(K)])
+        pred, _ = self.ema.cluster(torch.from_numpy(imgs).to(self.device))
+        return float((pred == np.repeat(np.arange(K), per_mode)).mean())
+
+    def select(self, row: dict[str, float]) -> None:
+        """best.pt: the checkpoint with the best `select_by` score; once h is frozen (h_freeze_patience) h's
+        MI no longer moves, and the best g is the one h agrees with most (val_gen_agree, label-free)."""
+        key = "val_gen_agree" if self.h_frozen_at >= 0 else "val_" + self.cfg.select_by
+        if self.best["by"] != key:  # h just froze: the new criterion starts its own record
+            self.best = {"score": -math.inf, "by": key, "step": -1}
+        if row[key] > self.best["score"]:
+            self.best = {"score": row[key], "by": key, "step": self.step, "val_acc": row["val_acc"]}
+            if self.h_frozen_at >= 0:
+                self.best.update(h_frozen_at=self.h_frozen_at, h_from_step=self.h_peak["step"])
+            self.ema.save(self.out / "best.pt", {"best": self.best})
+
+    def watch_h_peak(self, row: dict[str, float] | None) -> None:
+        """h_freeze_patience: keep h's weights at its held-out MI peak; once the peak is `patience` steps old,
+        put them back and freeze h (every rank: the decision and the weights come from rank 0)."""
+        patience = self.cfg.h_freeze_patience
+        if not patience or self.h_frozen_at >= 0:
+            return
+        freeze = 0.0
+        if row is not None:  # rank 0, which evaluated
+            if row["val_mi"] > self.h_peak["score"]:
+                self.h_peak = {"step": self.step, "score": row["val_mi"],
+                               "state": {k: v.detach().cpu().clone() for k, v in self.ema.h.state_dict().items()}}
+            freeze = float(self.step - self.h_peak["step"] >= patience)
+        if self.dist.mean_stats({"freeze": freeze})["freeze"] == 0:
+            return
+        if self.dist.is_main:
+            for net in (self.model.h, self.ema.h):
+                net.load_state_dict(self.h_peak["state"])
+        self.dist.broadcast_(self.model.h)
+        if self.ema is not self.model:
+            self.ema.h.load_state_dict(self.model.h.state_dict())
+        self.model.h.eval()  # batch-norm running statistics stay as they were at the peak
+        self.h_frozen_at = self.step
 
     def save_samples(self, tag: str) -> Path:
         K, ncol = self.model.n_modes, 10
@@ -411,13 +466,15 @@ class Trainer:
                     self.dist.check_in_sync(self.model)
                     if any(not math.isfinite(v) for k, v in row.items() if k.startswith("loss")):
                         raise FloatingPointError(f"non-finite loss at step {self.step}: {row}")
-                    if (self.step % cfg.eval_every == 0 or last) and main:
+                    evaluated = (self.step % cfg.eval_every == 0 or last) and main
+                    if evaluated:
                         row.update(self.evaluate())
-                        key = "val_" + cfg.select_by
-                        if row[key] > self.best["score"]:
-                            self.best = {"score": row[key], "by": key, "step": self.step, "val_acc": row["val_acc"]}
-                            self.ema.save(self.out / "best.pt", {"best": self.best})
+                        self.select(row)
                         row["best_step"] = self.best["step"]
+                    if self.step % cfg.eval_every == 0 or last:  # every rank: the freeze is collective
+                        self.watch_h_peak(row if evaluated else None)
+                        if self.h_frozen_at >= 0:
+                            row["h_frozen_at"] = self.h_frozen_at
                     if stats_f:
                         stats_f.write(json.dumps(row) + "\n")
                         stats_f.flush()
@@ -457,10 +514,13 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
         cfg.steps = min(cfg.steps, 3)
         cfg.log_every = cfg.eval_every = cfg.sample_every = cfg.ckpt_every = max(1, cfg.steps)
         cfg.val_samples = 32
+    ok = False
     try:
         t = Trainer(cfg, progress=progress)
         if resume:
             t.resume()  # no last.pt yet: start fresh
-        return t.fit()
+        result = t.fit()
+        ok = True
+        return result
     finally:
-        distributed.teardown()
+        distributed.teardown(barrier=ok)

@@ -144,3 +144,62 @@ def test_resume_accepts_a_checkpoint_written_before_an_option_existed(tmp_path):
                  progress=False)
     with pytest.raises(ValueError, match="lr_decay_steps"):
         t2.resume()
+
+
+def test_random_affine_flip_mirrors_half_and_leaves_the_old_draws_alone():
+    x = -torch.ones(64, 1, 8, 8)
+    x[:, :, 2:6, 0:3] = 1.0  # a bar on the left: its mirror is on the right
+    out = random_affine(x, torch.Generator().manual_seed(0), 0, 0, 0, 0, flip=True)
+    mirrored = torch.flip(x, dims=[3])
+    same = [torch.allclose(o, a, atol=1e-5) for o, a in zip(out, x)]
+    flipped = [torch.allclose(o, m, atol=1e-5) for o, m in zip(out, mirrored)]
+    assert all(s != f for s, f in zip(same, flipped))  # each image is exactly one of the two
+    assert 16 <= sum(flipped) <= 48  # about half (64 fair coins: this range holds with p > 0.9999)
+    # Without flip the warp draws are what they were before the option existed.
+    a = random_affine(x, torch.Generator().manual_seed(3))
+    b = random_affine(x, torch.Generator().manual_seed(3), flip=False)
+    assert torch.equal(a, b)
+
+
+def test_h_freeze_restores_the_mi_peak_then_trains_g_only(tmp_path, monkeypatch):
+    """h_freeze_patience: h goes back to its weights at the held-out MI peak once the peak is old enough,
+    no loss moves h after that, g keeps training, and best.pt follows val_gen_agree (label-free)."""
+    cfg = TrainConfig(out_dir=str(tmp_path / "run"), dry_run=True, im_weight=1.0, consistency_weight=1.0,
+                      h_freeze_patience=2)
+    script = iter([(0.5, 0.0), (0.9, 0.0), (0.8, 0.0), (0.7, 0.3), (0.7, 0.6), (0.7, 0.5)])  # (mi, gen_agree)
+    h_at: dict[int, dict] = {}
+
+    def fake_eval(self):
+        h_at[self.step] = {k: v.clone() for k, v in self.ema.h.state_dict().items()}
+        mi, agree = next(script)
+        return {"val_mi": mi, "val_acc": 0.1, "val_gen_agree": agree}
+
+    monkeypatch.setattr(Trainer, "evaluate", fake_eval)
+    t = Trainer(cfg, progress=False)
+    t.cfg.steps, t.cfg.eval_every, t.cfg.log_every, t.cfg.ckpt_every, t.cfg.sample_every = 6, 1, 1, 6, 6
+    g0 = [p.clone() for p in t.model.g.parameters()]
+    summary = t.fit()
+    assert t.h_frozen_at == 4 and t.h_peak["step"] == 2  # the peak at step 2, 2 steps old at step 4
+    for net in (t.model.h, t.ema.h):
+        for k, v in net.state_dict().items():
+            assert torch.equal(v, h_at[2][k]), k  # back at the peak's EMA weights, and never moved again
+    assert any(not torch.equal(a, b) for a, b in zip(g0, t.model.g.parameters()))
+    assert summary["best"]["by"] == "val_gen_agree" and summary["best"]["step"] == 5
+    assert summary["best"]["h_from_step"] == 2 and summary["best"]["h_frozen_at"] == 4
+    rows = [json.loads(line) for line in (tmp_path / "run" / "stats.jsonl").read_text().splitlines()]
+    assert all("loss_im" in r for r in rows[:4]) and not any("loss_im" in r for r in rows[4:])
+    assert [r.get("h_frozen_at") for r in rows] == [None, None, None, 4, 4, 4]
+    # A resumed run stays frozen (the state lives in last.pt).
+    t2 = Trainer(TrainConfig(**{**cfg.to_dict(), "steps": 6}), progress=False)
+    assert t2.resume() and t2.h_frozen_at == 4 and not t2.model.h.training
+
+
+def test_gen_agreement_is_the_share_of_samples_h_puts_in_their_mode(tmp_path, monkeypatch):
+    t = Trainer(TrainConfig(out_dir=str(tmp_path / "r"), dry_run=True), progress=False)
+    K = t.model.n_modes
+    modes = np.repeat(np.arange(K), 100)  # gen_agreement draws 100 of each mode, in mode order
+    for pred, want in ((modes, 1.0), ((modes + 1) % K, 0.0), (np.where(modes < 5, modes, 0), 0.5)):
+        monkeypatch.setattr(t.ema, "cluster", lambda x, pred=pred: (pred, None))
+        assert t.gen_agreement() == pytest.approx(want)
+    with pytest.raises(ValueError, match="h_freeze_patience"):
+        TrainConfig(h_freeze_patience=-1).validate()
