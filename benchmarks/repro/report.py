@@ -151,7 +151,7 @@ def tables_1_2(c: Ctx) -> list[str]:
               "|---|---|---|---|---|---|---|---|---|---|"]
         for r in rows:
             h, p = r.get("headline", {}), r.get("paper", {})
-            lab = f"{r.get('labeled_fraction', 0):.0%}" if r.get("labeled_fraction") else "none"
+            lab = f"{100 * r.get('labeled_fraction', 0):g}%" if r.get("labeled_fraction") else "none"
             L.append(f"| `{r['row']}` | {r.get('dataset')} | {r.get('model')} | {lab} | {_pair(p.get('acc'), h.get('acc'))} | "
                      f"{_pair(p.get('nmi'), h.get('nmi'))} | {_pair(p.get('ari'), h.get('ari'))} | "
                      f"{_pair(p.get('fcd'), h.get('fcd'))} | {_budget(r)} | {_shortfall(r)} |")

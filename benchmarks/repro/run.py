@@ -117,7 +117,7 @@ def run_row(row: Row, opts: Options, watch_parent: bool = False) -> dict:
             result["sigma_sweep"] = sigma_sweep(model, opts)
         if "priors" in row.extras:
             log.info("[%s] prior learning (retrain h on %s labels, fit alpha)", row.id,
-                     f"{cfg.labeled_fraction:.0%}" if cfg.labeled_fraction else cfg.labeled_count)
+                     f"{100 * cfg.labeled_fraction:g}%" if cfg.labeled_fraction else cfg.labeled_count)
             pl = prior_learning(model, run_dir, opts)
             ev2 = evaluate_row(model, opts)
             pl["metrics_after"] = ev2
@@ -229,12 +229,12 @@ def ship_models(results: list[dict], opts: Options, models_root: Path, min_acc: 
             cfg = best["config"]
             how = (f"benchmarks/reproduce.py row {best['row']} ({best['model']}, {best['description']}): "
                    f"{best['budget'].get('steps_done')} steps at batch {cfg.get('batch_size')} on {best.get('device')}, "
-                   f"{cfg.get('labeled_fraction', 0):.0%} labels for h"
+                   f"{100 * cfg.get('labeled_fraction', 0):g}% labels for h"
                    + ("; priors learned with training.priors.learn_priors (001 eq. 16)" if "prior_learning" in best else "")
                    + f"; checkpoint {ckpt.name} (best held-out val ACC during training)")
             export_model(model, dest, name=target, version="1", overwrite=True,
                          metrics={"test": best["metrics"], "headline": best["headline"]},
-                         supervision=f"semi-supervised h ({cfg.get('labeled_fraction', 0):.0%} labels)",
+                         supervision=f"semi-supervised h ({100 * cfg.get('labeled_fraction', 0):g}% labels)",
                          extra={"training_run": best.get("train"),
                                 "reproduce": {"row": best["row"], "how": how, "command": best.get("command"),
                                               "results_finished": best.get("finished"), "git": best.get("git")}})
