@@ -57,6 +57,7 @@ class TrainConfig:
     sup_weight: float = 1.0
     sup_batch: int = 64
     sup_augment: int = 2  # random shifts of up to N pixels on labeled images: few labels overfit fast
+    sup_warp: bool = False  # also the consistency term's affine warp (aug_*) on labeled images (beyond the papers)
 
     # latent
     latent_kind: str = "nemgan"

@@ -252,7 +252,11 @@ class Trainer:
 
     def labeled_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         j = next(self.it_lab)
-        x_l = random_shift(self.x_train[self.lab_idx[j]], self.cfg.sup_augment, self.gen)
+        cfg = self.cfg
+        x_l = random_shift(self.x_train[self.lab_idx[j]], cfg.sup_augment, self.gen)
+        if cfg.sup_warp:  # 10 images a class: the warps the consistency term uses widen them cheaply
+            x_l = random_affine(x_l, self.gen, cfg.aug_rotate, cfg.aug_scale, cfg.aug_shear, cfg.aug_shift,
+                                flip=cfg.aug_flip)
         x_l, y_l = self.dist.shard(x_l, whole_if_uneven=True), self.dist.shard(self.y_lab[j], whole_if_uneven=True)
         return to_device(x_l, self.device), y_l.to(self.device)
 

@@ -203,3 +203,18 @@ def test_gen_agreement_is_the_share_of_samples_h_puts_in_their_mode(tmp_path, mo
         assert t.gen_agreement() == pytest.approx(want)
     with pytest.raises(ValueError, match="h_freeze_patience"):
         TrainConfig(h_freeze_patience=-1).validate()
+
+
+def test_sup_warp_warps_the_labeled_batch_reproducibly(tmp_path):
+    def batch(**over):
+        t = Trainer(TrainConfig(out_dir=str(tmp_path / "r"), dry_run=True, labeled_per_class=4, sup_augment=0,
+                                **over), progress=False)
+        x_l, y_l = t.labeled_batch()
+        return t, x_l, y_l
+
+    t, plain, y0 = batch()
+    _, warped, y1 = batch(sup_warp=True, aug_flip=True)
+    _, again, _ = batch(sup_warp=True, aug_flip=True)
+    assert torch.equal(y0, y1)  # the same images and labels, warped
+    assert torch.equal(warped, again) and not torch.allclose(warped, plain, atol=1e-3)
+    assert warped.min() >= -1.0 - 1e-5 and warped.max() <= 1.0 + 1e-5
