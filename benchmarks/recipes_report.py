@@ -17,6 +17,16 @@ BEGIN, END = "<!-- recipes:begin -->", "<!-- recipes:end -->"
 # the MM-GAN thesis (004) and the issue; None where the paper has no such row.
 TARGETS = {
     "mnist-unsup": ("NEMGAN_V .96 / .91", {"acc": 0.96, "nmi": 0.91}),
+    "mnist-unsup-seed1": ("NEMGAN_V .96 / .91", {"acc": 0.96, "nmi": 0.91}),
+    "mnist-unsup-nofreeze": ("NEMGAN_V .96 / .91", {"acc": 0.96, "nmi": 0.91}),
+    "fmnist-unsup-seed1": ("NEMGAN_V .65", {"acc": 0.65}),
+    "fmnist-unsup-digitwarp": ("NEMGAN_V .65", {"acc": 0.65}),
+    "fmnist-unsup-flip": ("NEMGAN_V .65", {"acc": 0.65}),
+    "fmnist-unsup-flip-shift": ("NEMGAN_V .65", {"acc": 0.65}),
+    "fmnist-10pc-flip": ("NEMGAN_P .84 (< 1% labels)", {"acc": 0.80}),
+    "fmnist-10pc-flip-mild": ("NEMGAN_P .84 (< 1% labels)", {"acc": 0.80}),
+    "fmnist-10pc-flip-mild-supwarp": ("NEMGAN_P .84 (< 1% labels)", {"acc": 0.80}),
+    "mnist-mmgan-freeze": ("thesis Alg. 2: .99", {"alg2_acc": 0.95}),
     "mnist-10pc": ("NEMGAN_P .96 (< 1% labels)", {"acc": 0.97, "nmi": 0.93}),
     "fmnist-unsup": ("NEMGAN_V .65", {"acc": 0.65}),
     "fmnist-10pc": ("NEMGAN_P .84 (< 1% labels)", {"acc": 0.80}),
@@ -28,6 +38,10 @@ TARGETS = {
     "fmnist-10pc-gfrozen": ("NEMGAN_P .84 (< 1% labels)", {"acc": 0.80}),
     "mnist-unsup-paper": ("NEMGAN_V .96 / .91", {}),
 }
+
+
+# The reference rows printed above the ablations that change them.
+ABLATION_REFERENCES = ("mnist-unsup", "mnist-unsup-paper", "fmnist-unsup")
 
 
 def load_rows(results: Path) -> list[dict]:
@@ -54,13 +68,16 @@ def section(rows: list[dict], fig: str | None) -> list[str]:
          "**Labels:** training sees none (unsup rows) or only the preset's labeled images; the checkpoint is "
          "chosen without labels (`select_by: mi`: the mutual information between image and mode of h on 2,000 "
          "held-out *unlabeled* training images); test labels only score. Time is wall time of training on "
-         "this 2-core machine with 1 torch thread per row, while other work shared the cores. The sections after "
-         "this one are the earlier 2,000-step reproduction of every paper table: its labeled rows use 5% labels "
-         "and its checkpoints were chosen by held-out *labels*, so its unsupervised rows are not label-free.", "",
+         "this 2-core machine with 1 torch thread per row, while other work shared the cores. Roles: `ours` = a "
+         "preset as shipped, `variant` = one setting changed, `seed` = the preset with another seed, `paper` = "
+         "the papers' method; ablations are in their own table. The sections after this one reproduce each paper "
+         "table with the papers' method (`benchmarks/reproduce.py`, 2,000 steps a row, 0.5% labels in the labeled "
+         "rows, checkpoints chosen by the same label-free MI).", "",
          "`gen. purity`: a classifier trained on the real training set labels 500 generated images per mode; the "
          "mean majority-class share per mode, and how many classes the modes cover (a measure of g, not of h).", "",
-         "| row | labels | recipe | steps | train time | test ACC | NMI | ARI | gen. purity (classes) | paper | target |",
-         "|---|---|---|---|---|---|---|---|---|---|---|"]
+         "| row | role | labels | recipe | steps | train time | test ACC | NMI | ARI | gen. purity (classes) | paper "
+         "| target |",
+         "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in by.items():
         if r["role"] == "ablation":
             continue
@@ -69,7 +86,7 @@ def section(rows: list[dict], fig: str | None) -> list[str]:
         gpd = r["eval"].get("gen_purity") or {}
         gp = f"{_f(gpd.get('mean'), 2)} ({gpd.get('classes_covered', 0):.0f})" if gpd else "—"
         recipe = f"`--preset {r['preset']}`" + "".join(f" `--set {k}={v}`" for k, v in r["overrides"].items())
-        L.append(f"| `{name}` | {r['labels']} | {recipe} | {r['steps']} | {r['train_time_s'] / 60:.0f} min | "
+        L.append(f"| `{name}` | {r['role']} | {r['labels']} | {recipe} | {r['steps']} | {r['train_time_s'] / 60:.0f} min | "
                  f"{_f(t['acc'])} | {_f(t['nmi'])} | {_f(t['ari'])} | {gp} | {paper} | {_verdict(r, target)} |")
     alg = [r for r in rows if r["eval"].get("cluster_algorithm2")]
     if alg:
@@ -89,24 +106,32 @@ def section(rows: list[dict], fig: str | None) -> list[str]:
                      f"{[round(v, 3) for v in p['true_priors']]} | {_f(p['prior_abs_error_max'])} | "
                      f"{_f(p['before']['acc'])} / {_f(p['after']['acc'])} | "
                      f"{_f(p['before']['nmi'])} / {_f(p['after']['nmi'])} |")
-    abl = [r for r in rows if r["role"] == "ablation" or r["row"] in ("mnist-unsup", "mnist-unsup-paper")]
+    abl = [r for r in rows if r["role"] == "ablation" or r["row"] in ABLATION_REFERENCES]
     if abl:
-        L += ["", "Ablation of each extension (MNIST, no labels). `mnist-unsup` is ours with both; the ablation rows "
-              "switch one off at 2,000 steps; `val ACC @2k` is read from each run's stats.jsonl at step 2,000 "
-              "(held-out labels, logged for scoring only), so rows of different lengths compare at equal steps.",
-              "", "| row | im_weight | consistency_weight | h_norm | GAN | val ACC @2k | last val ACC (step) | "
-              "test ACC (selected) | test NMI |", "|---|---|---|---|---|---|---|---|---|"]
-        for r in abl:
+        L += ["", "Ablations: each row switches one thing off the shipped recipe (`ours`, and the papers' method for "
+              "reference). `val ACC @2k` is read from each run's stats.jsonl at step 2,000 (held-out labels, logged "
+              "for scoring only), so rows of different lengths compare at equal steps.",
+              "", "| row | data | differs from the preset by | val ACC @2k | last val ACC (step) | test ACC (selected) "
+              "| test NMI | gen. purity (classes) |", "|---|---|---|---|---|---|---|---|"]
+        for r in sorted(abl, key=lambda r: (r["preset"].split("-")[0], r["role"] != "ours", r["row"])):
             at2k = next((c["val_acc"] for c in r["curve"] if c["step"] == 2000), None)
-            over = r["overrides"]
-            im = over.get("im_weight", 0.0 if "paper" in r["preset"] else 1.0)
-            cons = over.get("consistency_weight", 0.0 if "paper" in r["preset"] else 1.0)
-            gan = "WGAN-GP (paper)" if "paper" in r["preset"] else "non-saturating"
-            norm = over.get("h_norm", "batch" if "paper" in r["preset"] else "layer")
             last = r["curve"][-1] if r["curve"] else {}
-            L.append(f"| `{r['row']}` | {im} | {cons} | {norm} | {gan} | {_f(at2k)} | "
+            diff = ", ".join(f"`{k}={v}`" for k, v in r["overrides"].items()) or f"— (`{r['preset']}`)"
+            gpd = r["eval"].get("gen_purity") or {}
+            gp = f"{_f(gpd.get('mean'), 2)} ({gpd.get('classes_covered', 0):.0f})" if gpd else "—"
+            L.append(f"| `{r['row']}` | {r['preset'].split('-')[0]} | {diff} | {_f(at2k)} | "
                      f"{_f(last.get('val_acc'))} ({last.get('step')}) | {_f(r['test_onnx']['acc'])} | "
-                     f"{_f(r['test_onnx']['nmi'])} |")
+                     f"{_f(r['test_onnx']['nmi'])} | {gp} |")
+    seeds = [r for r in rows if r["role"] == "seed"]
+    if seeds:
+        L += ["", "Seeds: the same preset with another seed (data order, initialisation, latents and labeled images "
+              "all change), at the step count of the seed row.", "",
+              "| preset | seed 0 row: test ACC / NMI | other seed row | its test ACC / NMI |", "|---|---|---|---|"]
+        for r in seeds:
+            base = by.get(r["preset"])
+            b = f"{_f(base['test_onnx']['acc'])} / {_f(base['test_onnx']['nmi'])}" if base else "—"
+            L.append(f"| `{r['preset']}` | {b} | `{r['row']}` (`seed={r['overrides'].get('seed')}`) | "
+                     f"{_f(r['test_onnx']['acc'])} / {_f(r['test_onnx']['nmi'])} |")
     if fig:
         L += ["", f"![training curves]({fig})", ""]
     L.append(END)
@@ -117,7 +142,7 @@ def curves(rows: list[dict], path: Path) -> bool:
     from repro.figures import _pyplot, _save_figure  # the reproduction report's Agg setup and saver
 
     plt = _pyplot()
-    rows = [r for r in rows if r.get("curve")]
+    rows = [r for r in rows if r.get("curve") and r["role"] != "variant"]  # variants: in the tables only
     if not rows:
         return False
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.2))
