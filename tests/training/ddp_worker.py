@@ -31,16 +31,19 @@ def freeze_batchnorm(model: nn.Module) -> None:
 
 
 def run(cfg: dict, steps: int = 0, freeze_bn: bool = False, fit: bool = False, resume: bool = False,
-        name: str = "") -> dict:
+        name: str = "", scripted_mi: list[float] | None = None) -> dict:
     threads = torch.get_num_threads()  # cfg "threads" sets torch's global count: restore it for the caller
     try:
-        return _run(cfg, steps, freeze_bn, fit, resume)
+        return _run(cfg, steps, freeze_bn, fit, resume, scripted_mi)
     finally:
         torch.set_num_threads(threads)
 
 
-def _run(cfg: dict, steps: int, freeze_bn: bool, fit: bool, resume: bool) -> dict:
+def _run(cfg: dict, steps: int, freeze_bn: bool, fit: bool, resume: bool, scripted_mi: list[float] | None) -> dict:
     t = Trainer(TrainConfig.from_dict(cfg), progress=False)
+    if scripted_mi is not None:  # rank 0's held-out MI, scripted, so that h_freeze_patience fires at a known step
+        mi = iter(scripted_mi)
+        t.evaluate = lambda: {"val_mi": next(mi), "val_acc": 0.0, "val_gen_agree": 0.0}
     if freeze_bn:
         freeze_batchnorm(t.model)
         freeze_batchnorm(t.ema)
@@ -55,7 +58,7 @@ def _run(cfg: dict, steps: int, freeze_bn: bool, fit: bool, resume: bool) -> dic
             t.step += 1
         t.dist.check_in_sync(t.model)
     backend = torch.distributed.get_backend() if t.dist.enabled else None
-    return {"losses": losses, "rank": t.dist.rank, "world": t.dist.world, "backend": backend,
+    return {"losses": losses, "rank": t.dist.rank, "h_frozen_at": t.h_frozen_at, "world": t.dist.world, "backend": backend,
             "ddp": type(t.G).__name__ == "DistributedDataParallel", "device": str(t.device),
             "model": {k: v.detach().cpu().clone() for k, v in t.model.state_dict().items()},
             "ema": {k: v.detach().cpu().clone() for k, v in t.ema.state_dict().items()}}

@@ -100,8 +100,15 @@ def test_resume_a_two_process_checkpoint_in_one_process(tmp_path):
     cfg = dict(TINY, labeled_fraction=0.25, sup_batch=16, log_every=2, eval_every=4, ckpt_every=4, sample_every=4)
     out = tmp_path / "run"
     timed = tmp_path / "timed"  # time_limit_s: rank 0's clock stops every rank at the same log step
-    torchrun(tmp_path, [dict(name="first", cfg=dict(cfg, out_dir=str(out), steps=4), fit=True, freeze_bn=True),
-                        dict(name="timed", cfg=dict(cfg, out_dir=str(timed), steps=50, time_limit_s=1e-3), fit=True)])
+    # h_freeze_patience under DDP: rank 0 decides, every rank restores the peak's h and stops training it
+    # (fit() checks after every log step that the ranks' weights agree: it raises if they drifted apart).
+    freeze = dict(cfg, out_dir=str(tmp_path / "freeze"), steps=6, log_every=1, eval_every=1, h_freeze_patience=2)
+    res = torchrun(tmp_path, [dict(name="first", cfg=dict(cfg, out_dir=str(out), steps=4), fit=True, freeze_bn=True),
+                              dict(name="timed", cfg=dict(cfg, out_dir=str(timed), steps=50, time_limit_s=1e-3), fit=True),
+                              dict(name="freeze", cfg=freeze, fit=True, scripted_mi=[0.5, 0.9, 0.8, 0.7, 0.7, 0.7])])
+    assert res["freeze"]["h_frozen_at"] == 4
+    frozen_rows = [json.loads(x) for x in (tmp_path / "freeze" / "stats.jsonl").read_text().splitlines()]
+    assert [r.get("h_frozen_at") for r in frozen_rows] == [None, None, None, 4, 4, 4]
     assert json.loads((timed / "summary.json").read_text())["steps"] == 2
     assert torch.load(timed / "last.pt", weights_only=False)["trainer"]["step"] == 2
     rows = [json.loads(line) for line in (out / "stats.jsonl").read_text().splitlines()]
