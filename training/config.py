@@ -222,8 +222,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Clothes are upright and left-right symmetric: mirror them in the consistency warp, rotate and shear less
     # (test ACC 0.671 instead of 0.525 with the digits' warp; RESULTS.md).
     "fmnist-unsup": dict(_OURS, dataset="fashion-mnist", steps=2000, aug_flip=True, aug_rotate=5.0, aug_shear=5.0),
-    "fmnist-10pc": dict(_OURS, dataset="fashion-mnist", steps=8000, labeled_per_class=10, sup_every=1,
-                        sup_batch=64),
+    # The clothes' warp as fmnist-unsup, and the 100 labels weighed 3x: with weight 1 the unlabeled terms
+    # win and the run plateaus at 0.79 (RESULTS.md: fmnist-10pc-sup1 0.793, sup_weight 0.3 0.756).
+    "fmnist-10pc": dict(_OURS, dataset="fashion-mnist", steps=2000, labeled_per_class=10, sup_every=1,
+                        sup_batch=64, sup_weight=3.0, aug_flip=True, aug_rotate=5.0, aug_shear=5.0),
     # MNIST-2 (3 vs 5) 90:10 with 1% labels and learned priors (001 Table 2, 003 Table III).
     "mnist2-90-10": dict(_OURS, dataset="mnist-2-90-10", steps=4000, labeled_fraction=0.01, priors="learned",
                          prior_start=1000, im_balance=0.0),
