@@ -18,6 +18,7 @@ BEGIN, END = "<!-- recipes:begin -->", "<!-- recipes:end -->"
 TARGETS = {
     "mnist-unsup": ("NEMGAN_V .96 / .91", {"acc": 0.96, "nmi": 0.91}),
     "mnist-unsup-seed1": ("NEMGAN_V .96 / .91", {"acc": 0.96, "nmi": 0.91}),
+    "mnist-unsup-dhalf": ("NEMGAN_V .96 / .91", {"acc": 0.96, "nmi": 0.91}),
     "mnist-unsup-nofreeze": ("NEMGAN_V .96 / .91", {"acc": 0.96, "nmi": 0.91}),
     "fmnist-unsup-seed1": ("NEMGAN_V .65", {"acc": 0.65}),
     "fmnist-unsup-digitwarp": ("NEMGAN_V .65", {"acc": 0.65}),
