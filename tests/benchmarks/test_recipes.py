@@ -26,8 +26,10 @@ def test_report_section_verdicts_and_splice(tmp_path):
     res.mkdir(parents=True)
     rows = [_row("mnist-unsup", "ours", 0.97, 0.93), _row("fmnist-unsup", "ours", 0.60, 0.55),
             _row("mnist-abl-no-im", "ablation", 0.5, 0.4, preset="mnist-unsup", overrides={"im_weight": 0.0}),
-            _row("mnist-mmgan", "ours", 0.96, 0.9, alg2=0.93),
-            _row("mnist-unsup-seed1", "seed", 0.91, 0.88, preset="mnist-unsup", overrides={"seed": 1}),
+            _row("mnist-mmgan", "ours", 0.96, 0.9, alg2=0.93, preset="mnist-unsup",
+                 overrides={"latent_kind": "mmgan-static"}),
+            dict(_row("mnist-unsup-seed1", "seed", 0.91, 0.88, preset="mnist-unsup", overrides={"seed": 1}),
+                 curve=[{"step": 400, "val_acc": 0.91, "val_mi": 2.3}]),
             _row("mnist2-90-10", "ours", 0.99, 0.9, labels="1% of the training set",
                  prior={"n_labeled": 100, "learned_priors": [0.9, 0.1], "true_priors": [0.9, 0.1],
                         "prior_abs_error_max": 0.004, "before": {"acc": 0.99, "nmi": 0.9, "ari": 0.9},
@@ -50,7 +52,9 @@ def test_report_section_verdicts_and_splice(tmp_path):
     assert "alg2_acc 0.930 < 0.95" in text  # MM-GAN judged on Algorithm 2
     assert "| `mnist-abl-no-im` | mnist | `im_weight=0.0` | 0.500 | 0.500 (2000) | 0.500 | 0.400 | — |" in text
     seed = next(ln for ln in text.splitlines() if "`mnist-unsup-seed1`" in ln and ln.startswith("| `mnist-unsup` |"))
-    assert seed == "| `mnist-unsup` | 0.970 / 0.930 | `mnist-unsup-seed1` (`seed=1`) | 0.910 / 0.880 |"
+    # MI at the selected step 400: 2.2 for seed 0, 2.3 for the seed row, so the label-free pick is the seed row.
+    assert seed == ("| `mnist-unsup` | 0.970 / 0.930 (2.200) | `mnist-unsup-seed1` (`seed=1`) | 0.910 / 0.880 (2.300) | "
+                    "0.910 (`mnist-unsup-seed1`) |")
     assert "[0.9, 0.1]" in text and (tmp_path / "docs" / "images" / "recipes-curves.png").is_file()
     # Rewriting replaces the block in place.
     (res / "fmnist-unsup.json").unlink()
