@@ -37,6 +37,7 @@ _FMNIST_10PC_V1 = {"aug_flip": False, "aug_rotate": 15.0, "aug_shear": 10.0, "su
 ROWS: dict[str, tuple[str, dict, int, str]] = {
     "mnist-unsup": ("mnist-unsup", {}, 4000, "ours"),
     "mnist-unsup-seed1": ("mnist-unsup", {"seed": 1}, 3000, "seed"),
+    "mnist-unsup-seed2": ("mnist-unsup", {"seed": 2}, 3000, "seed"),
     "mnist-10pc": ("mnist-10pc", {}, 2000, "ours"),
     "fmnist-unsup": ("fmnist-unsup", {}, 2000, "ours"),
     "fmnist-unsup-seed1": ("fmnist-unsup", {"seed": 1}, 2000, "seed"),
@@ -55,6 +56,7 @@ ROWS: dict[str, tuple[str, dict, int, str]] = {
     "mnist-unsup-gfrozen": ("mnist-unsup", {"h_mode_start": -1, "h_freeze_patience": 0}, 5000, "variant"),
     "mnist-mmgan-gfrozen": ("mnist-unsup", {"latent_kind": "mmgan-static", "h_mode_start": -1,
                                             "h_freeze_patience": 0}, 5000, "ours"),
+    "mnist-mmgan-dhalf": ("mnist-unsup", {"latent_kind": "mmgan-static", "d_width": 16}, 4000, "variant"),
     "mnist-mmgan-freeze": ("mnist-unsup", {"latent_kind": "mmgan-static"}, 4000, "ours"),
     "mnist-mmgan": ("mnist-unsup", {"latent_kind": "mmgan-static", "h_freeze_patience": 0}, 2500, "ours"),
     "fmnist-10pc-gfrozen": ("fmnist-10pc", {"h_mode_start": -1, **_FMNIST_10PC_V1}, 2000, "variant"),
