@@ -150,10 +150,12 @@ def curves(rows: list[dict], path: Path) -> bool:
     from repro.figures import _pyplot, _save_figure  # the reproduction report's Agg setup and saver
 
     plt = _pyplot()
-    rows = [r for r in rows if r.get("curve") and r["role"] != "variant"]  # variants: in the tables only
+    rows = [r for r in rows if r.get("curve") and r["role"] not in ("variant", "seed")]  # those: tables only
     if not rows:
         return False
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.2))
+    for ax in axes:  # more rows than the default 10 colours
+        ax.set_prop_cycle(color=[plt.get_cmap("tab20")(i) for i in range(20)])
     for r in rows:
         c = r["curve"]
         ls = ":" if r["role"] == "ablation" else ("--" if r["role"] == "paper" else "-")
