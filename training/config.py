@@ -227,7 +227,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "fmnist-10pc": dict(_OURS, dataset="fashion-mnist", steps=2000, labeled_per_class=10, sup_every=1,
                         sup_batch=64, sup_weight=3.0, aug_flip=True, aug_rotate=5.0, aug_shear=5.0),
     # MNIST-2 (3 vs 5) 90:10 with 1% labels and learned priors (001 Table 2, 003 Table III).
-    "mnist2-90-10": dict(_OURS, dataset="mnist-2-90-10", steps=4000, labeled_fraction=0.01, priors="learned",
+    "mnist2-90-10": dict(_OURS, dataset="mnist-2-90-10", steps=2000, labeled_fraction=0.01, priors="learned",
                          prior_start=1000, im_balance=0.0),
 }
 
