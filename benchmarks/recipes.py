@@ -46,9 +46,9 @@ ROWS: dict[str, tuple[str, dict, int, str]] = {
     "mnist2-90-10": ("mnist2-90-10", {}, 2000, "ours"),
     # The rows below trained before the presets took h_freeze_patience (mnist-unsup) and the clothes' warp
     # (fmnist-unsup): they say so in their overrides, so each row still names exactly what it ran.
-    # h keeps training after its MI peak: it drifts, and g's modes stay impure (the freeze's ablation).
     # benchmarks/step_profile.py: a half-width critic is the only measured speed-up of the step (1.6x)
     "mnist-unsup-dhalf": ("mnist-unsup", {"d_width": 16}, 4000, "variant"),
+    # h keeps training after its MI peak: it drifts, and g's modes stay impure (the freeze's ablation).
     "mnist-unsup-nofreeze": ("mnist-unsup", {"h_freeze_patience": 0}, 4000, "ablation"),
     # The mode loss also trains h on g's samples (h_mode_start 0): h learns to accept whatever g draws for
     # mode k, and g's modes stop being pure digits (the presets use -1: g is shaped through a frozen h).

@@ -52,6 +52,17 @@ def _h_mi(row: dict) -> float:
     return next((c["val_mi"] for c in row["curve"] if c["step"] == step and "val_mi" in c), float("-inf"))
 
 
+def _data(row: dict) -> str:
+    """The data set a row trains on, from its preset's name (mnist-..., fmnist-...)."""
+    return row["preset"].split("-")[0]
+
+
+def _gen_purity(row: dict) -> str:
+    """`mean (classes covered)` of the generation purity, or a dash where the row has none."""
+    gp = row["eval"].get("gen_purity") or {}
+    return f"{_f(gp.get('mean'), 2)} ({gp.get('classes_covered', 0):.0f})" if gp else "—"
+
+
 def _verdict(row: dict, target: dict) -> str:
     got = {"acc": row["test_onnx"]["acc"], "nmi": row["test_onnx"]["nmi"],
            "alg2_acc": (row["eval"].get("cluster_algorithm2") or {}).get("acc")}
@@ -79,16 +90,14 @@ def section(rows: list[dict], fig: str | None) -> list[str]:
          "| target |",
          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     roles = {"ours": 0, "seed": 1, "variant": 2, "paper": 3}
-    for name, r in sorted(by.items(), key=lambda kv: (kv[1]["preset"].split("-")[0], roles.get(kv[1]["role"], 4), kv[0])):
+    for name, r in sorted(by.items(), key=lambda kv: (_data(kv[1]), roles.get(kv[1]["role"], 4), kv[0])):
         if r["role"] == "ablation":
             continue
         paper, target = target_of(r)
         t = r["test_onnx"]
-        gpd = r["eval"].get("gen_purity") or {}
-        gp = f"{_f(gpd.get('mean'), 2)} ({gpd.get('classes_covered', 0):.0f})" if gpd else "—"
         recipe = f"`--preset {r['preset']}`" + "".join(f" `--set {k}={v}`" for k, v in r["overrides"].items())
         L.append(f"| `{name}` | {r['role']} | {r['labels']} | {recipe} | {r['steps']} | {r['train_time_s'] / 60:.0f} min | "
-                 f"{_f(t['acc'])} | {_f(t['nmi'])} | {_f(t['ari'])} | {gp} | {paper} | {_verdict(r, target)} |")
+                 f"{_f(t['acc'])} | {_f(t['nmi'])} | {_f(t['ari'])} | {_gen_purity(r)} | {paper} | {_verdict(r, target)} |")
     alg = [r for r in rows if r["eval"].get("cluster_algorithm2")]
     if alg:
         L += ["", "MM-GAN Algorithm 2 (a classifier trained on g's samples labels the test images):", "",
@@ -114,15 +123,13 @@ def section(rows: list[dict], fig: str | None) -> list[str]:
               "for scoring only), so rows of different lengths compare at equal steps.",
               "", "| row | data | differs from the preset by | val ACC @2k | last val ACC (step) | test ACC (selected) "
               "| test NMI | gen. purity (classes) |", "|---|---|---|---|---|---|---|---|"]
-        for r in sorted(abl, key=lambda r: (r["preset"].split("-")[0], r["role"] != "ours", r["row"])):
+        for r in sorted(abl, key=lambda r: (_data(r), r["role"] != "ours", r["row"])):
             at2k = next((c["val_acc"] for c in r["curve"] if c["step"] == 2000), None)
             last = r["curve"][-1] if r["curve"] else {}
             diff = ", ".join(f"`{k}={v}`" for k, v in r["overrides"].items()) or f"— (`{r['preset']}`)"
-            gpd = r["eval"].get("gen_purity") or {}
-            gp = f"{_f(gpd.get('mean'), 2)} ({gpd.get('classes_covered', 0):.0f})" if gpd else "—"
-            L.append(f"| `{r['row']}` | {r['preset'].split('-')[0]} | {diff} | {_f(at2k)} | "
+            L.append(f"| `{r['row']}` | {_data(r)} | {diff} | {_f(at2k)} | "
                      f"{_f(last.get('val_acc'))} ({last.get('step')}) | {_f(r['test_onnx']['acc'])} | "
-                     f"{_f(r['test_onnx']['nmi'])} | {gp} |")
+                     f"{_f(r['test_onnx']['nmi'])} | {_gen_purity(r)} |")
     seeds: dict[str, list[dict]] = {}
     for r in rows:
         if r["role"] == "seed" and r["preset"] in by:

@@ -123,6 +123,10 @@ class Dist:
             raise RuntimeError(f"rank {self.rank}: parameters differ across ranks (largest gap in a per-tensor "
                                f"sum {gap:.3g}); a gradient was not averaged by DDP")
 
+    def any_rank(self, flag: bool) -> bool:
+        """True on every rank when any rank passes True: how rank 0's decisions (stop, freeze h) reach all."""
+        return bool(flag) if not self.enabled else self.mean_stats({"flag": float(flag)})["flag"] > 0
+
     def broadcast_(self, module: nn.Module) -> None:
         """Copy rank 0's parameters and buffers into every rank's module, in place."""
         if not self.enabled:

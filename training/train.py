@@ -252,13 +252,17 @@ class Trainer:
 
     def labeled_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         j = next(self.it_lab)
-        cfg = self.cfg
-        x_l = random_shift(self.x_train[self.lab_idx[j]], cfg.sup_augment, self.gen)
-        if cfg.sup_warp:  # 10 images a class: the warps the consistency term uses widen them cheaply
-            x_l = random_affine(x_l, self.gen, cfg.aug_rotate, cfg.aug_scale, cfg.aug_shear, cfg.aug_shift,
-                                flip=cfg.aug_flip)
+        x_l = random_shift(self.x_train[self.lab_idx[j]], self.cfg.sup_augment, self.gen)
+        if self.cfg.sup_warp:  # 10 images a class: the warps the consistency term uses widen them cheaply
+            x_l = self.warp(x_l)
         x_l, y_l = self.dist.shard(x_l, whole_if_uneven=True), self.dist.shard(self.y_lab[j], whole_if_uneven=True)
         return to_device(x_l, self.device), y_l.to(self.device)
+
+    def warp(self, x: torch.Tensor) -> torch.Tensor:
+        """The configured random affine warp (aug_*): the consistency term's, and sup_warp's."""
+        cfg = self.cfg
+        return random_affine(x, self.gen, cfg.aug_rotate, cfg.aug_scale, cfg.aug_shear, cfg.aug_shift,
+                             flip=cfg.aug_flip)
 
     def gp_eps(self) -> torch.Tensor:
         return to_device(self.dist.shard(torch.rand(self.cfg.batch_size, 1, 1, 1)), self.device)
@@ -368,9 +372,7 @@ class Trainer:
             total = total + cfg.im_weight * loss_im
             stats.update(loss_im=loss_im.item(), mi_train=mi.item())
         if cfg.consistency_weight:
-            x_aug = random_affine(x, self.gen, cfg.aug_rotate, cfg.aug_scale, cfg.aug_shear, cfg.aug_shift,
-                                  flip=cfg.aug_flip)
-            _, logits_aug = h(x_aug)
+            _, logits_aug = h(self.warp(x))
             loss_c = L.consistency(logits, logits_aug, cfg.consistency_temp)
             total = total + cfg.consistency_weight * loss_c
             stats["loss_cons"] = loss_c.item()
@@ -398,10 +400,13 @@ class Trainer:
     def gen_agreement(self, per_mode: int = 100) -> float:
         """Label-free: the share of g's samples of mode k that h assigns to mode k (the EMA model, fixed
         latents, so evaluations compare like with like)."""
-        K = self.model.n_modes
-        imgs = np.concatenate([self.ema.generate(per_mode, mode=k, sigma=1.0, seed=4321 + k)[0] for k in range(K)])
-        pred, _ = self.ema.cluster(torch.from_numpy(imgs).to(self.device))
-        return float((pred == np.repeat(np.arange(K), per_mode)).mean())
+        pred, _ = self.ema.cluster(torch.from_numpy(self.per_mode_samples(per_mode, seed=4321)).to(self.device))
+        return float((pred == np.repeat(np.arange(self.model.n_modes), per_mode)).mean())
+
+    def per_mode_samples(self, n: int, seed: int) -> np.ndarray:
+        """n images of every mode in mode order, from the EMA model (mode k draws with seed + k)."""
+        return np.concatenate([self.ema.generate(n, mode=k, sigma=1.0, seed=seed + k)[0]
+                               for k in range(self.model.n_modes)])
 
     def select(self, row: dict[str, float]) -> None:
         """best.pt: the checkpoint with the best `select_by` score; once h is frozen (h_freeze_patience) h's
@@ -421,17 +426,16 @@ class Trainer:
         patience = self.cfg.h_freeze_patience
         if not patience or self.h_frozen_at >= 0:
             return
-        freeze = 0.0
+        freeze = False
         if row is not None:  # rank 0, which evaluated
             if row["val_mi"] > self.h_peak["score"]:
                 self.h_peak = {"step": self.step, "score": row["val_mi"],
                                "state": {k: v.detach().cpu().clone() for k, v in self.ema.h.state_dict().items()}}
-            freeze = float(self.step - self.h_peak["step"] >= patience)
-        if self.dist.mean_stats({"freeze": freeze})["freeze"] == 0:
+            freeze = self.step - self.h_peak["step"] >= patience
+        if not self.dist.any_rank(freeze):
             return
         if self.dist.is_main:
-            for net in (self.model.h, self.ema.h):
-                net.load_state_dict(self.h_peak["state"])
+            self.model.h.load_state_dict(self.h_peak["state"])
         self.dist.broadcast_(self.model.h)
         if self.ema is not self.model:
             self.ema.h.load_state_dict(self.model.h.state_dict())
@@ -439,9 +443,8 @@ class Trainer:
         self.h_frozen_at = self.step
 
     def save_samples(self, tag: str) -> Path:
-        K, ncol = self.model.n_modes, 10
-        imgs = np.concatenate([self.ema.generate(ncol, mode=k, sigma=1.0, seed=1234 + k)[0] for k in range(K)])
-        return save_grid(imgs, self.out / "samples" / f"{tag}.png", nrow=ncol)
+        ncol = 10
+        return save_grid(self.per_mode_samples(ncol, seed=1234), self.out / "samples" / f"{tag}.png", nrow=ncol)
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> dict[str, Any]:
@@ -470,13 +473,12 @@ class Trainer:
                     self.dist.check_in_sync(self.model)
                     if any(not math.isfinite(v) for k, v in row.items() if k.startswith("loss")):
                         raise FloatingPointError(f"non-finite loss at step {self.step}: {row}")
-                    evaluated = (self.step % cfg.eval_every == 0 or last) and main
-                    if evaluated:
-                        row.update(self.evaluate())
-                        self.select(row)
-                        row["best_step"] = self.best["step"]
-                    if self.step % cfg.eval_every == 0 or last:  # every rank: the freeze is collective
-                        self.watch_h_peak(row if evaluated else None)
+                    if self.step % cfg.eval_every == 0 or last:
+                        if main:
+                            row.update(self.evaluate())
+                            self.select(row)
+                            row["best_step"] = self.best["step"]
+                        self.watch_h_peak(row if main else None)  # every rank: the freeze is collective
                         if self.h_frozen_at >= 0:
                             row["h_frozen_at"] = self.h_frozen_at
                     if stats_f:
@@ -505,8 +507,7 @@ class Trainer:
         """time_limit_s is up (checked every log_every steps; under DDP rank 0's clock decides for every rank)."""
         if not self.cfg.time_limit_s or self.step % self.cfg.log_every:
             return False
-        up = float(self.dist.is_main and time.time() - self.started >= self.cfg.time_limit_s)
-        return self.dist.mean_stats({"stop": up})["stop"] > 0
+        return self.dist.any_rank(self.dist.is_main and time.time() - self.started >= self.cfg.time_limit_s)
 
     def elapsed(self) -> float:
         return self.elapsed_before + time.time() - self.started

@@ -116,8 +116,9 @@ def run_row(row: Row, opts: Options, watch_parent: bool = False) -> dict:
             log.info("[%s] quality/diversity vs sigma", row.id)
             result["sigma_sweep"] = sigma_sweep(model, opts)
         if "priors" in row.extras:
-            log.info("[%s] prior learning (retrain h on %s labels, fit alpha)", row.id,
-                     f"{100 * cfg.labeled_fraction:g}%" if cfg.labeled_fraction else cfg.labeled_count)
+            log.info("[%s] prior learning (fit alpha on %s labels, %d h steps)", row.id,
+                     f"{100 * cfg.labeled_fraction:g}%" if cfg.labeled_fraction else cfg.labeled_count,
+                     opts.prior_h_steps)
             pl = prior_learning(model, run_dir, opts)
             ev2 = evaluate_row(model, opts)
             pl["metrics_after"] = ev2
@@ -231,7 +232,7 @@ def ship_models(results: list[dict], opts: Options, models_root: Path, min_acc: 
                    f"{best['budget'].get('steps_done')} steps at batch {cfg.get('batch_size')} on {best.get('device')}, "
                    f"{100 * cfg.get('labeled_fraction', 0):g}% labels for h"
                    + ("; priors learned with training.priors.learn_priors (001 eq. 16)" if "prior_learning" in best else "")
-                   + f"; checkpoint {ckpt.name} (best held-out val ACC during training)")
+                   + f"; checkpoint {ckpt.name} (best held-out val_{cfg.get('select_by', 'acc')} during training)")
             export_model(model, dest, name=target, version="1", overwrite=True,
                          metrics={"test": best["metrics"], "headline": best["headline"]},
                          supervision=f"semi-supervised h ({100 * cfg.get('labeled_fraction', 0):g}% labels)",
