@@ -48,8 +48,15 @@ def serve(
         overrides["batching"] = False
     settings = Settings(**overrides)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from service import server
+
+    log = logging.getLogger("nemgan.serve")
+    for level, line in server.startup_notes(settings):
+        log.log(level, line)
+    # the guarded protocol: request heads over 64 KiB / 100 fields get 431 (service/server.py)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=log_level,
-                timeout_graceful_shutdown=int(settings.graceful_timeout_s) or None, access_log=False)
+                timeout_graceful_shutdown=int(settings.graceful_timeout_s) or None, access_log=False,
+                **server.uvicorn_options())
 
 
 def worker(

@@ -1,0 +1,162 @@
+"""The HTTP server under `nemgan serve`: uvicorn with a request-head guard.
+
+uvicorn's fast parser (httptools, i.e. llhttp) has no limit on the size of a request's head, and its Python
+binding grows a header value by concatenating every fragment the socket delivers, which is quadratic: one
+100 MB header took 31.8 s of the event loop (every other connection waited) and ten 20 MB headers grew the
+process by 233 MB. `GuardedHttpToolsProtocol` counts the bytes of each request head (request line + header
+fields) before they reach the parser and refuses a head over `MAX_HEAD_BYTES`, or with more than
+`MAX_HEADERS` fields, with `431 Request Header Fields Too Large` (JSON body) and closes the connection: the
+parser never sees more than the limit, so the cost is linear and a refused connection holds at most one
+socket read (<= 256 KiB) of memory. Bodies are not counted (they have their own caps, service/middleware.py).
+
+Without httptools (uvicorn's pure-Python h11 stack) the same limit is h11's `max_incomplete_event_size`
+(h11 answers an oversized head with 400 and closes).
+
+    uvicorn --http service.server:GuardedHttpToolsProtocol --factory service.app:create_app   # the same by hand
+"""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+
+log = logging.getLogger("nemgan.service")
+
+MAX_HEAD_BYTES = 64 * 1024  # request line + all header fields; nginx's default is 4 x 8 KiB buffers
+LINGER_S = 2.0  # how long a refused connection's remaining bytes are read and dropped before it is closed
+MAX_HEADERS = 100  # header fields a request (h11 and most servers: bounded by size only; Go and Jetty: ~100)
+
+try:
+    import httptools
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+except ImportError:  # uvicorn without the [standard] extra: the h11 fallback below
+    httptools = None
+    HttpToolsProtocol = object
+
+
+class HeadTooLarge(Exception):
+    pass
+
+
+def _refusal(message: str) -> bytes:
+    body = orjson.dumps({"error": "request header fields too large", "detail": message})
+    return (b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
+            b"x-content-type-options: nosniff\r\nconnection: close\r\ncontent-length: "
+            + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a cap on the request head: 431 + close above it."""
+
+    max_head_bytes = MAX_HEAD_BYTES
+    max_headers = MAX_HEADERS
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._in_head = True  # between messages, the next bytes start a head
+        self._head_seen = 0
+        self._n_headers = 0
+        self._refused = False
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused or self.parser is None:
+            return
+        self._unset_keepalive_if_required()
+        while data:
+            if self._in_head:
+                room = self.max_head_bytes - self._head_seen
+                if room <= 0:
+                    return self._refuse(f"the request head exceeds {self.max_head_bytes} bytes")
+                if len(data) <= room:
+                    piece, data = data, b""
+                else:  # feed what fits: if the head ends inside it, the rest is body (or the next request)
+                    piece, data = data[:room], data[room:]
+                self._head_seen += len(piece)
+            else:
+                piece, data = data, b""
+            try:
+                self.parser.feed_data(piece)
+            except httptools.HttpParserCallbackError as e:
+                if isinstance(e.__context__, HeadTooLarge):
+                    return self._refuse(str(e.__context__))
+                return self._bad_request()
+            except httptools.HttpParserError:
+                return self._bad_request()
+            except httptools.HttpParserUpgrade:
+                if self._should_upgrade():
+                    self.handle_websocket_upgrade()
+                else:
+                    self._unsupported_upgrade_warning()
+                return
+            if self.parser is None:  # the connection was lost meanwhile
+                return
+
+    # parser callbacks: where a head starts and ends
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._n_headers += 1
+        if self._n_headers > self.max_headers:
+            raise HeadTooLarge(f"more than {self.max_headers} header fields")
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._in_head, self._head_seen, self._n_headers = True, 0, 0
+        super().on_message_complete()
+
+    def _bad_request(self) -> None:
+        msg = "Invalid HTTP request received."
+        self.logger.warning(msg)
+        self.send_400_response(msg)
+
+    def _refuse(self, message: str) -> None:
+        from . import metrics as M
+
+        self._refused = True
+        M.REJECTED.labels("header_too_large").inc()
+        client = f"{self.client[0]}:{self.client[1]}" if self.client else "?"
+        log.warning("refused a request from %s: %s (431)", client, message)
+        t = self.transport
+        if t.is_closing():
+            return
+        t.write(_refusal(message))
+        # a lingering close, as nginx does: half-close, then read and drop what the client is still sending
+        # (data_received returns at once) for up to LINGER_S, so that the 431 reaches a client that reads
+        # only after sending everything, instead of being lost to the reset a close with unread data causes
+        try:
+            t.write_eof()
+        except (NotImplementedError, RuntimeError, OSError):
+            t.close()
+            return
+        self.loop.call_later(LINGER_S, t.close)
+
+
+def uvicorn_options() -> dict:
+    """The keyword arguments `uvicorn.run`/`uvicorn.Config` need for the guarded server."""
+    if httptools is not None:
+        return {"http": GuardedHttpToolsProtocol}
+    return {"http": "h11", "h11_max_incomplete_event_size": MAX_HEAD_BYTES}
+
+
+def describe() -> str:
+    kind = "httptools + head guard" if httptools is not None else "h11"
+    return f"{kind}: request heads over {MAX_HEAD_BYTES // 1024} KiB or {MAX_HEADERS} header fields refused (431)"
+
+
+def startup_notes(settings) -> list[tuple[int, str]]:
+    """(log level, line): what `nemgan serve` says at start about who may do what."""
+    notes = [(logging.INFO, f"HTTP front: {describe()}")]
+    if settings.api_key:
+        on = "auth is on: learn, activate, rollback and cancel need 'Authorization: Bearer <NEMGAN_API_KEY>'"
+        notes.append((logging.INFO, on))
+        return notes
+    extra = f" and {', '.join(settings.allowed_origins)}" if settings.allowed_origins else ""
+    off = (f"auth is OFF (NEMGAN_API_KEY unset): anyone who can reach {settings.host}:{settings.port} may learn "
+           "priors, activate or roll back versions and cancel jobs. Browsers are held to this service's own "
+           f"pages{extra}: a POST/PUT/PATCH/DELETE whose Origin or Referer names another site gets 403. Set "
+           "NEMGAN_API_KEY before listening beyond localhost.")
+    notes.append((logging.WARNING, off))
+    return notes
