@@ -12,7 +12,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import need
+from .common import fail, need
+
+# One option, one set of names, for both processes (uvicorn takes them lower-case, Celery upper-case).
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
 def serve(
@@ -22,9 +25,11 @@ def serve(
         "--model", "-m", help="Model directory to seed into the registry (repeatable; default: models/*).")] = None,
     registry_dir: Annotated[Optional[Path], typer.Option(help="Registry directory (NEMGAN_REGISTRY_DIR).")] = None,
     no_batching: Annotated[bool, typer.Option("--no-batching", help="Turn dynamic batching off.")] = False,
-    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    log_level: Annotated[str, typer.Option(help="Log level: debug, info, warning, error (as `nemgan worker --log-level`).")] = "info",
 ) -> None:
     """Serve the models over HTTP (FastAPI + ONNX Runtime); with no options, the shipped models/ on :8000."""
+    if log_level.lower() not in LOG_LEVELS:
+        fail(f"--log-level must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
     import logging
 
     try:
@@ -60,11 +65,13 @@ def serve(
 
 
 def worker(
-    loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
+    log_level: Annotated[str, typer.Option("--log-level", "--loglevel", help="Log level: debug, info, warning, error (as `nemgan serve --log-level`).")] = "info",
     metrics_port: Annotated[Optional[int], typer.Option(
         help="Prometheus port (NEMGAN_WORKER_METRICS_PORT, default 9808; 0 = off).")] = None,
 ) -> None:
     """Run a Celery worker for prior-learning jobs (solo pool; Redis if NEMGAN_REDIS_URL, else embedded)."""
+    if log_level.lower() not in LOG_LEVELS:
+        fail(f"--log-level must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
     try:
         from service.jobs.worker import run_worker
     except ImportError as e:
@@ -76,4 +83,4 @@ def worker(
 
     if metrics_port is not None:
         os.environ["NEMGAN_WORKER_METRICS_PORT"] = str(metrics_port)
-    run_worker(loglevel=loglevel)
+    run_worker(loglevel=log_level.upper())

@@ -15,7 +15,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import fail, need, parse_value
+from core.prior_options import ALPHA_STEPS, H_STEPS
+
+from .common import check_fields, fail, need, parse_value
 
 # What a run folder holds (training/train.py); --force removes exactly these before a fresh run.
 RUN_FILES = ("last.pt", "best.pt", "options.json", "stats.jsonl", "summary.json", "samples")
@@ -43,6 +45,28 @@ def run_folder(out: Optional[str], default: str, dry_run: bool, resume: bool, fo
     return out
 
 
+def supervised(cfg) -> bool:
+    """Whether labels told the modes which class they are (semi-supervised h, or the supervised MM-GAN)."""
+    return bool(cfg.semi_supervised or cfg.supervised_mmgan)
+
+
+def export_mode_labels(n_modes: int, class_names: Optional[list[str]], labeled: bool,
+                       given: Optional[str] = None) -> list[str]:
+    """The mode names an export writes: --mode-labels when given (one per mode, distinct), else the data
+    set's class names if labels trained the model, else neutral m0..m{K-1}: an unsupervised mode k has no
+    reason to be class k, and naming it "3" reads as a digit it never saw."""
+    if given is not None:
+        names = parse_value(given) if given.strip().startswith("[") else [v.strip() for v in given.split(",")]
+        if not isinstance(names, list) or len(names) != n_modes or len(set(map(str, names))) != n_modes \
+                or any(str(v) == "" for v in names):
+            fail(f"--mode-labels needs {n_modes} distinct non-empty names (comma-separated or a JSON list), "
+                 f"got {given!r}")
+        return [str(v) for v in names]
+    if labeled and class_names and len(class_names) == n_modes:
+        return list(class_names)
+    return [f"m{k}" for k in range(n_modes)]
+
+
 def train(
     out: Annotated[Optional[str], typer.Option("--out", "-o", help="Run folder (options.json, stats.jsonl, samples/, last.pt, best.pt). Default: runs/mnist (or the --config/--preset out_dir); with --dry-run a fresh temporary folder.")] = None,
     preset: Annotated[Optional[str], typer.Option(help="Named recipe from training/config.py PRESETS (e.g. mnist-unsup); the options below and --set override it.")] = None,
@@ -58,14 +82,15 @@ def train(
     nproc: Annotated[int, typer.Option(help="Data-parallel processes on this machine (torchrun + DDP: one per GPU, or gloo on CPU); --batch-size stays the global batch. Multi-node: torchrun ... -m training.train_ddp.")] = 1,
     config: Annotated[Optional[Path], typer.Option(help="JSON file with TrainConfig fields (over --preset; command-line options win).")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Any TrainConfig field, e.g. --set latent_dim=64 --set c2=false. Repeatable.")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last.pt (only --steps may change).")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last.pt with the options in its options.json (the options given here override them; only run options such as --steps may differ).")] = False,
     force: Annotated[bool, typer.Option(help="Replace the run already in --out (its checkpoints, stats and samples).")] = False,
     dry_run: Annotated[bool, typer.Option(help="Run 3 steps on fake data in a temporary folder: a cheap smoke test.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ):
     """Train a model; writes a run folder and prints a JSON summary.
 
-    Settings are layered: TrainConfig defaults < --preset < --config < the options above < --set."""
+    Settings are layered: TrainConfig defaults < (with --resume: the run's options.json) < --preset < --config
+    < the options above < --set. Every value is checked before anything is written."""
     try:
         from training.config import TrainConfig
         from training.dataset import DataError
@@ -74,6 +99,14 @@ def train(
         need("training", e)
 
     base: dict = {}
+    if resume and out is not None and (Path(out) / "options.json").is_file():
+        # Continue the run as it was started: its own options, with only what is given below on top.
+        try:
+            base.update(json.loads((Path(out) / "options.json").read_text()))
+        except (OSError, json.JSONDecodeError) as e:
+            fail(f"{Path(out) / 'options.json'}: {e}")
+        if not dry_run:
+            dry_run = bool(base.get("dry_run", False))
     if preset is not None:
         from training import config as config_mod
 
@@ -98,7 +131,16 @@ def train(
             fail(f"--set expects key=value, got {item!r}")
         k, v = item.split("=", 1)
         base[k.strip()] = parse_value(v.strip())
+    from training.config import RETIRED_KEYS
+
+    check_fields(TrainConfig, base, ignore=RETIRED_KEYS)
+    try:
+        TrainConfig.from_dict(base).validate()
+    except ValueError as e:
+        fail(str(e))
     base["out_dir"] = run_folder(out, str(base.get("out_dir") or TrainConfig.out_dir), dry_run, resume, force)
+    run_dir = Path(base["out_dir"])
+    fresh = not run_dir.exists() or (dry_run and out is None)  # a folder this command creates
     try:
         cfg = TrainConfig.from_dict(base).validate()
         if nproc > 1 and "WORLD_SIZE" not in os.environ:  # not under torchrun yet: start it
@@ -107,6 +149,9 @@ def train(
             raise typer.Exit(launch(cfg, nproc, resume=resume, progress=progress))
         summary = run_train(cfg, resume=resume, progress=progress)
     except (ValueError, DataError, FileNotFoundError) as e:
+        # A run that fails before its first checkpoint leaves nothing behind in a folder it created.
+        if fresh and os.environ.get("RANK", "0") == "0" and not (run_dir / "last.pt").exists():
+            shutil.rmtree(run_dir, ignore_errors=True)
         fail(str(e))
     if os.environ.get("RANK", "0") == "0":  # under torchrun: one summary, from rank 0
         typer.echo(json.dumps(summary, indent=2))
@@ -155,6 +200,7 @@ def export(
     version: Annotated[str, typer.Option(help="Model version.")] = "1",
     metrics_file: Annotated[Optional[Path], typer.Option("--metrics", help="JSON file of measured metrics to record in the manifest (e.g. from `nemgan eval --out`).")] = None,
     supervision: Annotated[Optional[str], typer.Option(help="Free text recorded in the manifest, e.g. 'semi-supervised, 5% labels'.")] = None,
+    mode_labels: Annotated[Optional[str], typer.Option(help="The modes' names, comma-separated or a JSON list, one per mode. Default: the data set's class names when labels trained h, else m0..m{K-1} (an unsupervised mode is no class).")] = None,
     force: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
 ):
     """Export g, h1, h2 to TorchScript + ONNX with manifest.json, checked for parity against the eager model."""
@@ -166,6 +212,7 @@ def export(
 
     try:
         m = NemganModel.load(checkpoint)
+        m.class_names = export_mode_labels(m.n_modes, m.class_names, supervised(m.cfg), mode_labels)
         metrics = json.loads(metrics_file.read_text()) if metrics_file else None
         extra = {}
         summary = (checkpoint if checkpoint.is_dir() else checkpoint.parent) / "summary.json"
@@ -173,6 +220,8 @@ def export(
             extra["training_run"] = json.loads(summary.read_text())
         p = export_model(m, out, name or out.name, version, metrics=metrics, supervision=supervision,
                          extra=extra, overwrite=force)
+    except typer.Exit:  # a RuntimeError too: fail() above already said why
+        raise
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:
         fail(str(e))
     man = json.loads((p / "manifest.json").read_text())
@@ -185,8 +234,8 @@ def learn_priors_cmd(
     out: Annotated[Path, typer.Option(help="Where to write the new model directory.")],
     unlabeled: Annotated[Optional[str], typer.Option(help="Unlabeled real data (preset or path); default: the training data set in the manifest.")] = None,
     method: Annotated[str, typer.Option(help="kl (001 eq. 16) or l1 (003 eq. 5).")] = "kl",
-    h_steps: Annotated[int, typer.Option(help="Steps of h retraining on the labeled set (0: keep h as trained, so clustering cannot change; the default).")] = 0,
-    alpha_steps: Annotated[int, typer.Option(help="Steps of prior fitting.")] = 500,
+    h_steps: Annotated[int, typer.Option(help="Steps of h retraining on the labeled set (0: keep h as trained, so clustering cannot change). The API's and the playground's default too.")] = H_STEPS,
+    alpha_steps: Annotated[int, typer.Option(help="Steps of prior fitting.")] = ALPHA_STEPS,
     version: Annotated[Optional[str], typer.Option(help="Version of the new model (default: old version + 1).")] = None,
     seed: Annotated[int, typer.Option()] = 0,
     data_root: Annotated[Optional[str], typer.Option(help="Folder holding the data sets (default ../shared/data or $NEMGAN_DATA_DIR).")] = None,

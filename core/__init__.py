@@ -13,6 +13,7 @@ here is what stops the two sides drifting apart:
     grid.py       image grids, one row per mode
     modes.py      mode labels (index <-> label) and logits -> probabilities
     data.py       where data sets live (data root, presets' folders and class names)
+    prior_options.py  the prior-learning options and defaults (CLI, API, playground)
     errors.py     ManifestError, DataError
 
 Nothing in this package may import torch: tests/core/test_torch_free.py imports it, and every

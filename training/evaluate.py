@@ -36,7 +36,8 @@ def load_any(path: str | Path) -> NemganModel:
 # registered elsewhere is described by its docstring's first line.
 METRIC_WORK = {
     "cluster": "h's mode for each of the {n_test} {split} images -> Hungarian ACC, NMI, ARI, purity",
-    "gen_purity": "{num_gen} generated images labeled by the real-data classifier -> per-mode purity",
+    "gen_purity": "{num_gen} generated images labeled by the real-data classifier -> score (share of all of them "
+                  "in their mode's class, modes and classes matched one to one) and per-mode purity",
     "fcd": "Frechet distance of classifier features, {num_gen} generated vs the {n_test} {split} images",
     "prior_error": "learned priors vs the {split} set's class frequencies",
     "quality_diversity": "quality and diversity scores at sigma {sigmas}, generated images per sigma",

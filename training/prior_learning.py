@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 
 from core.manifest import load_manifest
+from core.prior_options import ALPHA_STEPS, BATCH_SIZE, H_STEPS
 
 from .priors import PriorResult, learn_priors
 
@@ -49,7 +50,7 @@ def training_images(model, data_root: str | Path | None = None) -> np.ndarray:
 
 def learn_and_export(model_dir: str | Path, out_dir: str | Path, x_labeled: np.ndarray, y_labeled: np.ndarray,
                      x_unlabeled: np.ndarray | None = None, *, version: str | None = None, method: str = "kl",
-                     h_steps: int = 0, alpha_steps: int = 500, batch_size: int = 64, seed: int = 0,
+                     h_steps: int = H_STEPS, alpha_steps: int = ALPHA_STEPS, batch_size: int = BATCH_SIZE, seed: int = 0,
                      data_root: str | Path | None = None, overwrite: bool = False,
                      progress: Callable[[float, str], None] | None = None,
                      should_stop: Callable[[], bool] | None = None,

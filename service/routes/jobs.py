@@ -10,6 +10,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
 
+from core.prior_options import H_STEPS, INT_OPTIONS
+
 from .. import metrics as M
 from ..deps import AuthDep, JobsDep, PoolDep, RegistryDep, SettingsDep
 from ..errors import ApiError
@@ -29,15 +31,13 @@ LEARN_OPENAPI = {"requestBody": {"required": True, "content": {"multipart/form-d
                       "description": "optional zip/.npz/.npy; default: the manifest's training.dataset"},
         "model": {"type": "string"}, "version": {"type": "string"},
         "method": {"type": "string", "enum": ["kl", "l1"], "default": "kl"},
-        "h_steps": {"type": "integer", "default": 0}, "alpha_steps": {"type": "integer", "default": 500},
-        "batch_size": {"type": "integer", "default": 64}, "seed": {"type": "integer", "default": 0},
+        **{k: {"type": "integer", "default": d, "minimum": lo, "maximum": hi} for k, (d, lo, hi) in INT_OPTIONS.items()},
         "activate": {"type": "boolean", "default": True}}},
-    "example": {"labeled": "labels.zip", "method": "kl", "h_steps": 0, "alpha_steps": 500, "seed": 0}}}}}
+    "example": {"labeled": "labels.zip", "method": "kl", "h_steps": H_STEPS, "alpha_steps": 500, "seed": 0}}}}}
 JOB_EXAMPLE = {"id": "3f2b...", "state": "succeeded", "progress": 1.0, "message": "published mnist/2",
                "result": {"model": "mnist", "version": "2", "priors": [0.9, 0.1], "metrics": {"labeled_acc": 1.0}}}
 
-_INT_OPTS = {"h_steps": (0, 0, 100_000), "alpha_steps": (500, 1, 100_000), "batch_size": (64, 1, 4096),
-             "seed": (0, 0, 2**31 - 1)}
+_INT_OPTS = INT_OPTIONS  # the defaults `nemgan learn-priors` and the playground use too (core/prior_options.py)
 
 
 def _int(form, key: str) -> int:

@@ -58,7 +58,7 @@ def test_round_trip_train_export_sample(tmp_path):
 @pytest.mark.parametrize("args, fragment", [
     (["train", "--dry-run", "--latent", "vae"], "latent_kind"),
     (["train", "--dry-run", "--set", "nonsense"], "key=value"),
-    (["train", "--dry-run", "--set", "stepz=3"], "unknown config keys"),
+    (["train", "--dry-run", "--set", "stepz=3"], "unknown option 'stepz'"),
     (["train", "--dataset", "/nonexistent/data"], ""),
     (["export", "/nonexistent/run", "/tmp/x-out"], ""),
 ])
@@ -101,3 +101,33 @@ def test_eval_says_what_it_computes_and_shows_progress(tiny_model_dir, tmp_path,
     assert "trained first on the training set for 4 steps" in err and "4/4" in err  # classifier progress bar
     assert err.index("2. gen_purity") < err.index("[1/2] cluster ...") < err.index("[2/2] gen_purity done")
     assert json.loads(out)["cluster"]["acc"] == json.loads((tmp_path / "e.json").read_text())["cluster"]["acc"]
+    gp = json.loads(out)["gen_purity"]
+    assert list(gp)[0] == "score" and 0 <= gp["score"] <= gp["mean"]  # the headline first; coverage folded in
+
+
+def test_export_names_unsupervised_modes_neutrally(tmp_path):
+    assert run("train", "--dry-run", "--out", tmp_path / "u", "--no-progress").exit_code == 0  # no labels
+    r = run("export", tmp_path / "u", tmp_path / "mu")
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "mu" / "manifest.json").read_text())["mode_labels"] == [f"m{k}" for k in range(10)]
+    names = [f"c{k}" for k in range(10)]
+    for given in (",".join(names), json.dumps(names)):
+        r = run("export", tmp_path / "u", tmp_path / "mn", "--force", "--mode-labels", given)
+        assert r.exit_code == 0, r.output
+        assert json.loads((tmp_path / "mn" / "manifest.json").read_text())["mode_labels"] == names
+    for bad in ("a,b", ",".join(["x"] * 10)):  # too few; not distinct
+        r = run("export", tmp_path / "u", tmp_path / "bad", "--mode-labels", bad)
+        assert r.exit_code == 2 and "--mode-labels needs 10 distinct" in r.output and "Traceback" not in r.output
+        assert not (tmp_path / "bad").exists()
+    # labels trained h: the data set's class names are the modes' names
+    assert run("train", "--dry-run", "--out", tmp_path / "s", "--labeled-fraction", 0.2, "--no-progress").exit_code == 0
+    assert run("export", tmp_path / "s", tmp_path / "ms").exit_code == 0
+    assert json.loads((tmp_path / "ms" / "manifest.json").read_text())["mode_labels"] == [str(k) for k in range(10)]
+
+
+@pytest.mark.parametrize("cmd", ["serve", "worker"])
+def test_serve_and_worker_take_the_same_log_level_option(cmd):
+    r = run(cmd, "--help")
+    assert r.exit_code == 0 and "--log-level" in r.output
+    r = run(cmd, "--log-level", "loud")
+    assert r.exit_code == 2 and "--log-level must be one of debug, info, warning, error" in r.output

@@ -65,3 +65,38 @@ def test_preset_layers_under_options_and_set(tmp_path):
     assert opts["gan_loss"] == "wgan-gp" and opts["consistency_temp"] == 0.25  # the options win
     r = run("train", "--preset", "no-such-preset", "--dry-run", "--out", tmp_path / "q")
     assert r.exit_code == 2 and "unknown preset" in r.output and name in r.output
+
+
+def test_resume_takes_the_runs_own_options(tmp_path):
+    """The README's pair: a run with its own options, then `--out R --steps N --resume` with none of them."""
+    out = tmp_path / "run"
+    r = run("train", "--dry-run", "--no-progress", "--out", out, "--steps", 2, "--labeled-fraction", 0.05,
+            "--set", "lr_d=2e-4")
+    assert r.exit_code == 0, r.output
+    r = run("train", "--out", out, "--steps", 3, "--resume", "--no-progress")  # no --dry-run either
+    assert r.exit_code == 0, r.output
+    opts = json.loads((out / "options.json").read_text())
+    assert opts["steps"] == 3 and opts["lr_d"] == 2e-4 and opts["labeled_fraction"] == 0.05 and opts["dry_run"]
+    assert json.loads((out / "stats.jsonl").read_text().splitlines()[-1])["step"] == 3
+    # told otherwise: an option that changes what is trained is still refused, naming it
+    r = run("train", "--out", out, "--steps", 4, "--resume", "--no-progress", "--set", "lr_d=1e-3")
+    assert r.exit_code == 2 and "different options (lr_d)" in r.output
+
+
+def test_set_errors_are_one_line_write_nothing_and_suggest(tmp_path):
+    out = tmp_path / "never"
+    for item, fragments in [("lr_d=abc", ("lr_d", "expects a number")),
+                            ("c2=1", ("c2", "true or false")),
+                            ("classes=[1, \"a\"]", ("classes", "list[int]")),
+                            ("lr_dd=2e-4", ("unknown option 'lr_dd'", "did you mean 'lr_d'")),
+                            ("stepz=3", ("did you mean 'steps'",))]:
+        r = run("train", "--out", out, "--set", item, "--no-progress")  # a real run, not a dry run
+        assert r.exit_code == 2, (item, r.output)
+        assert len(r.output.strip().splitlines()) == 1 and "Traceback" not in r.output, r.output
+        for f in fragments:
+            assert f in r.output, (item, r.output)
+    assert not out.exists()
+    # a check only the training loop can make (priors vs the data's modes): the folder it made is removed
+    r = run("train", "--dry-run", "--out", out, "--set", "priors=[0.5, 0.5]", "--no-progress")
+    assert r.exit_code == 2 and "priors" in r.output
+    assert not out.exists()

@@ -177,6 +177,20 @@ def test_generation_purity_collapsed_and_empty_modes():
     assert r["mean"] == 1.0 and r["classes_covered"] == 1 and r["coverage"] == pytest.approx(0.1)
 
 
+def test_generation_purity_score_folds_in_coverage():
+    # ten modes that all draw the same class: every mode is pure (mean 1.0) but the generator covers one class
+    modes = np.repeat(np.arange(10), 20)
+    r = M.generation_purity(modes, np.full(200, 4), n_modes=10)
+    assert r["mean"] == 1.0 and r["coverage"] == pytest.approx(0.1) and r["score"] == pytest.approx(0.1)
+    # a perfect conditional generator (modes permuted against classes): 1.0
+    assert M.generation_purity(modes, (modes + 3) % 10, n_modes=10)["score"] == 1.0
+    # by hand: mode 0 -> 3 (3 of 4), mode 1 -> 1 (3 of 3), mode 2 -> 2 (2 of 3): 8 of 10 samples
+    r = M.generation_purity([0, 0, 0, 0, 1, 1, 1, 2, 2, 2], [3, 3, 3, 1, 1, 1, 1, 2, 2, 1], n_modes=3, n_classes=4)
+    assert r["score"] == pytest.approx(0.8)
+    # two modes share one class: one of them is matched, the other's samples count as wrong
+    assert M.generation_purity([0, 0, 1, 1], [5, 5, 5, 5], n_modes=3, n_classes=10)["score"] == pytest.approx(0.5)
+
+
 def test_quality_score_closed_form_and_monotone():
     train = np.zeros((3, 4), np.float32)
     train[1, 0] = 100.0  # far away: never the nearest neighbour
