@@ -35,6 +35,25 @@ PRESETS: dict[str, dict] = {
 }
 PRESETS["fmnist"] = PRESETS["fashion-mnist"]
 
+# ---- colour and other sizes (issue 16). Formats: training/dataset/formats.py and colored.py. CIFAR-10, STL-10 and
+# CelebA are not on this machine: put their distribution folders under the data root (cifar-10-batches-bin/,
+# stl10_binary/, celeba/ with img_align_celeba/ + list_attr_celeba.txt [+ list_eval_partition.txt]).
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+STL10_CLASSES = ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"]
+PRESETS.update({
+    # MNIST padded to 32x32, digit and background in random HSV colours independent of the digit (RGB).
+    "colored-mnist": dict(path="mnist", format="colored-mnist", class_names=MNIST_CLASSES),
+    "cifar10": dict(path="cifar-10-batches-bin", format="cifar10", class_names=CIFAR10_CLASSES),
+    # 000: CIFAR-10 airplane vs frog at 30:70.
+    "cifar10-airplane-frog-30-70": dict(path="cifar-10-batches-bin", format="cifar10", classes=[0, 6],
+                                        ratios=[0.3, 0.7], class_names=CIFAR10_CLASSES),
+    "stl10": dict(path="stl10_binary", format="stl10", class_names=STL10_CLASSES),
+    # 000/001: CelebA attribute discovery. Labels: 0 = without the attribute, 1 = with it. Glasses 7:93 is
+    # CelebA's own frequency (6.5%); smile is subsampled to 70:30 smiling:not (CelebA is ~48% smiling).
+    "celeba-eyeglasses": dict(path="celeba", format="celeba", attribute="Eyeglasses", ratios=[0.93, 0.07]),
+    "celeba-smiling": dict(path="celeba", format="celeba", attribute="Smiling", ratios=[0.3, 0.7]),
+})
+
 DATA_HINT = ("the standard IDX files of MNIST / Fashion-MNIST in <data root>/mnist and <data root>/fashion-mnist "
              "(set NEMGAN_DATA_DIR; e.g. `apt-get install dataset-fashion-mnist` puts Fashion-MNIST in "
              "/usr/share/datasets/fashion-mnist)")

@@ -9,6 +9,8 @@ functions below, so there is one copy of each step:
     decode_image(bytes, spec)      -> uint8 [C,H,W]       the single decode (bounds checks belong here)
     decode_images([bytes], spec)   -> float32 [N,C,H,W]   a request's images, batched PNG fast path
     prepare_array_batch(array, spec) -> float32 [N,C,H,W] a numeric upload (.npy/.npz)
+    image_to_spec(PIL image, spec) -> uint8 [C,H,W]       convert + resize, for data sets' image files
+    arrays_to_spec(uint8 [N,C,H,W], spec) -> uint8 [N,C,H,W] the same on a data set's arrays
     uint8_to_model / model_to_uint8                       the pixel scaling, both ways
 """
 
@@ -94,6 +96,29 @@ def _to_spec(im, spec: ImageSpec) -> np.ndarray:
         im = im.resize((spec.width, spec.height), Image.Resampling.BILINEAR)
     a = np.asarray(im, dtype=np.uint8)
     return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+
+
+def image_to_spec(im, spec: ImageSpec) -> np.ndarray:
+    """A PIL image -> uint8 [C,H,W]: the documented conversion and resize (training's image folders use it)."""
+    return _to_spec(im, spec)
+
+
+def arrays_to_spec(x: np.ndarray, spec: ImageSpec) -> np.ndarray:
+    """uint8 [N,C,H,W] (C 1 or 3) -> uint8 [N, spec.channels, spec.height, spec.width] through the same
+    conversion and resize as an uploaded image (Pillow, one image at a time); unchanged if it already fits."""
+    from PIL import Image
+
+    x = np.asarray(x)
+    if x.ndim != 4 or x.dtype != np.uint8 or x.shape[1] not in (1, 3):
+        raise ValueError(f"expected uint8 [N,C,H,W] with C 1 or 3, got {x.dtype} {tuple(x.shape)}")
+    if x.shape[1:] == (spec.channels, spec.height, spec.width):
+        return x
+    out = np.empty((len(x), spec.channels, spec.height, spec.width), np.uint8)
+    for i, a in enumerate(x):
+        im = Image.fromarray(a[0] if a.shape[0] == 1 else np.ascontiguousarray(a.transpose(1, 2, 0)),
+                             "L" if a.shape[0] == 1 else "RGB")
+        out[i] = _to_spec(im, spec)
+    return out
 
 
 # The most pixels an uploaded image may declare (4096 x 4096). Checked from the header, before decoding:

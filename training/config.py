@@ -50,6 +50,10 @@ class TrainConfig:
     groups: list[list[int]] | None = None
     max_samples: int | None = None
     val_samples: int = 2000  # held out of the training split for model selection (labels used only there)
+    # The model's input: every image is converted and resized to it through core/images.py (what the service
+    # does to an upload). 0 = the data's own (an image folder of mixed sizes picks one: training/dataset/sources.py).
+    image_size: int = 0  # e.g. 32 or 64: square side in pixels, divisible by 4
+    image_channels: int = 0  # 1 grey | 3 RGB
     labeled_fraction: float = 0.0  # 0 = unsupervised; e.g. 0.05 = semi-supervised h with 5% labels (000 sec. 4.5)
     labeled_count: int | None = None  # alternative to labeled_fraction
     labeled_per_class: int = 0  # alternative: exactly N labeled images of every class (e.g. 10 per class)
@@ -158,6 +162,8 @@ class TrainConfig:
             errs.append("consistency_temp must be > 0")
         if self.h_freeze_patience < 0:
             errs.append("h_freeze_patience must be >= 0 (0 = off)")
+        if self.image_size and (self.image_size < 8 or self.image_size % 4) or self.image_channels not in (0, 1, 3):
+            errs.append("image_size must be 0 (the data's) or a multiple of 4 >= 8, image_channels 0, 1 or 3")
         if self.supervised_mmgan and not self.latent_kind.startswith("mmgan"):
             errs.append("supervised_mmgan needs latent_kind mmgan-static or mmgan-dynamic")
         if not DEVICE_PATTERN.match(str(self.device)) or self.amp not in AMP_MODES:

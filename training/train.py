@@ -45,17 +45,20 @@ RUN_ONLY_OPTIONS = frozenset({"out_dir", "steps", "threads", "device", "compile"
 def load_training_data(cfg: TrainConfig, split: str = "train") -> ImageDataset:
     """The configured data set (preset or path, with subset/ratio/group overrides)."""
     if cfg.dry_run:
-        return fake_dataset(n=256 if split == "train" else 128, n_classes=cfg.n_modes or 10, seed=cfg.seed)
+        side = cfg.image_size or 28
+        return fake_dataset(n=256 if split == "train" else 128, n_classes=cfg.n_modes or 10,
+                            shape=(cfg.image_channels or 1, side, side), seed=cfg.seed)
+    shape = dict(size=cfg.image_size or None, channels=cfg.image_channels or None)  # the model's input (0: the data's)
     overrides = {k: getattr(cfg, k) for k in ("classes", "ratios", "groups", "max_samples") if getattr(cfg, k)}
     if not overrides:
-        return load_dataset(cfg.dataset, split=split, data_root=cfg.data_root)
-    from .dataset import PRESETS
+        return load_dataset(cfg.dataset, split=split, data_root=cfg.data_root, **shape)
+    from .dataset.load import spec_kwargs  # a preset, FORMAT:PATH (folder:PATH, celeba:ATTR, ...) or a path
 
-    base = dict(PRESETS.get(cfg.dataset, {"path": cfg.dataset}))
+    base = spec_kwargs(cfg.dataset)
     base.update(overrides)
     base["split"] = split
     base["seed"] = cfg.seed
-    return load_dataset(DataSpec(**base), data_root=cfg.data_root)
+    return load_dataset(DataSpec(**base), data_root=cfg.data_root, **shape)
 
 
 def random_shift(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tensor:
@@ -104,9 +107,14 @@ class Trainer:
 
         # ---- data: a held-out validation slice (labels used only for model selection), the rest trains
         ds = load_training_data(cfg, "train")
-        if ds.y is None:
-            raise ValueError(f"data set {cfg.dataset} has no labels; unlabeled folders train only without "
-                             "validation: provide labels or use an .npz with y")
+        if ds.y is None:  # e.g. a flat image folder: trains, and validation logs only the label-free metrics
+            needs = [k for k, on in (("labels for h (labeled_*)", cfg.semi_supervised),
+                                     ("supervised_mmgan", cfg.supervised_mmgan), ("select_by val_acc", cfg.select_by == "val_acc"),
+                                     ("priors 'data' / c3", cfg.priors == "data" or cfg.c3), ("n_modes", not cfg.n_modes))
+                     if on]
+            if needs:
+                raise ValueError(f"data set {cfg.dataset} has no labels: set n_modes (e.g. --set n_modes=10), and "
+                                 f"nothing that needs labels ({', '.join(needs)})")
         self.ds = ds
         n = len(ds.x)
         perm = np.random.default_rng(cfg.seed).permutation(n)
@@ -114,8 +122,9 @@ class Trainer:
         self.val_idx, self.train_idx = perm[:n_val], perm[n_val:]
         self.x_train = torch.from_numpy(uint8_to_model(ds.x[self.train_idx]))
         self.x_val = torch.from_numpy(uint8_to_model(ds.x[self.val_idx]))
-        self.y_val = ds.y[self.val_idx]
-        self.y_train = ds.y[self.train_idx]  # indexed once: the supervised MM-GAN step reads it every step
+        self.y_val = None if ds.y is None else ds.y[self.val_idx]
+        # indexed once: the supervised MM-GAN step reads it every step
+        self.y_train = None if ds.y is None else ds.y[self.train_idx]
         self.lab_idx = np.zeros(0, np.int64)
         if cfg.semi_supervised:
             if cfg.labeled_per_class:
@@ -127,7 +136,8 @@ class Trainer:
         n_modes = cfg.n_modes or ds.n_classes
 
         # ---- model and optimisers (001 sec. 3)
-        self.model = NemganModel(cfg, n_modes, ds.image_shape, ds.class_names, ds.priors.tolist()).to(self.device)
+        self.model = NemganModel(cfg, n_modes, ds.image_shape, ds.class_names,
+                                 None if ds.y is None else ds.priors.tolist()).to(self.device)
         m = self.model
         betas = (cfg.beta1, cfg.beta2)
         latent_params = [p for n_, p in m.latent.named_parameters() if n_ != "alpha" and p.requires_grad]
@@ -390,6 +400,8 @@ class Trainer:
         out = {"val_mi": float(marg - cond), "val_modes_used": int((usage > 0.2 / self.model.n_modes).sum()),
                "val_usage_max": float(usage.max())}
         out["val_gen_agree"] = self.gen_agreement()
+        if self.y_val is None:  # unlabeled data: the label-free metrics only
+            return out
         rep = clustering_report(self.y_val, pred)
         out.update({f"val_{k}": float(v) for k, v in rep.items() if k != "n_samples"})
         if self.ema is not self.model:  # the live weights too: shows what the average buys
@@ -415,7 +427,7 @@ class Trainer:
         if self.best["by"] != key:  # h just froze: the new criterion starts its own record
             self.best = {"score": -math.inf, "by": key, "step": -1}
         if row[key] > self.best["score"]:
-            self.best = {"score": row[key], "by": key, "step": self.step, "val_acc": row["val_acc"]}
+            self.best = {"score": row[key], "by": key, "step": self.step, "val_acc": row.get("val_acc")}
             if self.h_frozen_at >= 0:
                 self.best.update(h_frozen_at=self.h_frozen_at, h_from_step=self.h_peak["step"])
             self.ema.save(self.out / "best.pt", {"best": self.best})

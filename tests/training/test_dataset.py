@@ -392,12 +392,14 @@ def test_error_npz_without_x_and_bad_values(tmp_path):
         load_images(tmp_path / "what.csv")
 
 
-def test_error_mixed_image_sizes(tmp_path):
+def test_mixed_image_sizes_are_resized_to_one(tmp_path):
+    # Mixed sizes used to be refused; now every image is resized to one model size (test_dataset_formats.py).
     write_png(tmp_path / "a" / "0.png", size=(8, 8))
     write_png(tmp_path / "a" / "1.png", size=(8, 8))
-    write_png(tmp_path / "b" / "odd.png", size=(9, 7))
-    with pytest.raises(DataError, match=r"same size.*9x7.*odd\.png"):
-        load_images(tmp_path)
+    write_png(tmp_path / "b" / "odd.png", size=(9, 7), value=90)
+    x, y, names = load_images(tmp_path)
+    assert x.shape == (3, 1, 28, 28) and list(y) == [0, 0, 1] and np.all(x[2] == 90)
+    assert load_images(tmp_path, size=8)[0].shape == (3, 1, 8, 8)
 
 
 def test_error_unreadable_image(tmp_path):

@@ -1,4 +1,9 @@
-"""Data sources: an IDX directory, .npz, .npy or an image folder -> (x uint8 NCHW, y or None, class names)."""
+"""Data sources: an IDX directory, .npz, .npy, an image folder, CIFAR-10 / STL-10 / CelebA (formats.py)
+-> (x uint8 NCHW, y or None, class names).
+
+Images are brought to the model's size and channels (``size``/``channels``, or what the data suggests) through
+core/images.py, the preprocessing the service applies to an upload: convert to grey ('L') or RGB, then a
+bilinear resize to size x size (no crop: a non-square image is squashed, as the service does)."""
 
 from __future__ import annotations
 
@@ -12,7 +17,13 @@ import numpy as np
 from core.errors import DataError
 
 from .arrays import as_labels, as_nchw_uint8, numeric_names
+from . import formats
 from .idx import GZIP_MAGIC, read_idx
+
+# Formats a DataSpec may name (DataSpec.format); the others are told apart by their content.
+FORMATS = ("folder", "idx", "npz", "npy", "cifar10", "stl10", "celeba", "colored-mnist")
+# The sizes the networks are laid out for (training/networks.py); an image folder of mixed sizes picks one.
+STANDARD_SIZES = (28, 32, 64, 96)
 
 
 _IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
@@ -108,7 +119,22 @@ def _image_files(directory: Path) -> list[Path]:
     )
 
 
-def _load_image_folder(root: Path, split: str):
+def folder_size(sizes: dict[tuple[int, int], list[Path]]) -> tuple[int, int]:
+    """The model size (H, W) for an image folder when none is asked for: its images' common size when they
+    share one divisible by 4 (the networks halve it at least twice); otherwise the largest standard size
+    (28, 32, 64, 96) not above the median shorter side, at least 28."""
+    if len(sizes) == 1:
+        (w, h), = sizes
+        if w % 4 == 0 and h % 4 == 0:
+            return h, w
+    short = np.median(np.concatenate([np.full(len(fs), min(wh)) for wh, fs in sizes.items()]))
+    side = max([s for s in STANDARD_SIZES if s <= short] or [STANDARD_SIZES[0]])
+    return side, side
+
+
+def _load_image_folder(root: Path, split: str, size: int | None = None, channels: int | None = None):
+    """Flat folder = unlabeled; one sub-folder per class = labeled (optionally under root/{split}). Images of
+    any size and colour are converted and resized to one (channels, size, size) through core/images.py."""
     # Allow root/{split}/{class}/... layouts; otherwise the classes sit directly under root.
     if (root / split).is_dir():
         root = root / split
@@ -130,14 +156,15 @@ def _load_image_folder(root: Path, split: str):
         names = []
     if not files:
         raise DataError(
-            f"{root}: no images found (expected one sub-folder per class holding "
+            f"{root}: no images found (expected image files, or one sub-folder per class holding "
             f"{'/'.join(sorted(_IMAGE_EXTENSIONS))} files)"
         )
 
     from PIL import Image, UnidentifiedImageError  # pillow only needed for this source
 
-    # Pass 1 reads headers only (cheap) to decide the common mode and check sizes before
-    # decoding anything, so a mismatch is reported for all files at once.
+    from core.images import ImageSpec, image_to_spec
+
+    # Pass 1 reads headers only (cheap): the sizes and whether any image has colour.
     sizes: dict[tuple[int, int], list[Path]] = {}
     all_grey = True
     for f in files:
@@ -147,44 +174,43 @@ def _load_image_folder(root: Path, split: str):
                 all_grey &= im.mode in _GREY_MODES
         except (UnidentifiedImageError, OSError, ValueError) as e:
             raise DataError(f"{f}: cannot read image ({e})") from None
-    if len(sizes) > 1:
-        detail = "; ".join(
-            f"{w}x{h}: {len(fs)} file(s), e.g. {fs[0]}" for (w, h), fs in sorted(sizes.items(), key=lambda kv: -len(kv[1]))
-        )
-        raise DataError(f"{root}: images must all have the same size, found {detail}")
-
-    mode = "L" if all_grey else "RGB"
-    arrays = []
-    for f in files:
+    h, w = (size, size) if size else folder_size(sizes)
+    spec = ImageSpec(channels or (1 if all_grey else 3), h, w)
+    x = np.empty((len(files), spec.channels, h, w), np.uint8)
+    for i, f in enumerate(files):
         try:
             with Image.open(f) as im:
-                arrays.append(np.asarray(im.convert(mode), dtype=np.uint8))
+                x[i] = image_to_spec(im, spec)
         except (OSError, ValueError) as e:  # e.g. truncated image data
             raise DataError(f"{f}: cannot decode image ({e})") from None
-    x = np.stack(arrays)  # [N,H,W] or [N,H,W,3]
-    x = x[:, None] if mode == "L" else x.transpose(0, 3, 1, 2)
     y = np.asarray(labels, dtype=np.int64) if class_dirs else None
-    return np.ascontiguousarray(x), y, names
+    return x, y, names
 
 
-def load_images(path: str | os.PathLike, split: str = "train"):
-    """Load images (and labels, if the source has them) from ``path``.
+def resize_images(x: np.ndarray, size: int | None, channels: int | None, where) -> np.ndarray:
+    """Arrays to the asked size/channels through core/images.py (unchanged when they already fit)."""
+    if not size and not channels:
+        return x
+    from core.images import ImageSpec, arrays_to_spec
 
-    Returns ``(x, y, class_names)``: ``x`` uint8 [N, C, H, W], ``y`` int64 [N] or None, and one
-    name per label value. ``path`` may be a directory of IDX files (``split`` picks
-    ``{split}-images-idx3-ubyte[.gz]``, "test" meaning "t10k"), a single IDX images file, an
-    ``.npz`` (arrays x/y or images/labels), an ``.npy`` of images, or an image folder with one
-    sub-folder per class (optionally under ``path/{split}``).
-    """
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: no such file or directory")
+    c = channels or x.shape[1]
+    if x.shape[1] not in (1, 3) or c not in (1, 3):
+        raise DataError(f"{where}: can convert grey or RGB images only, have {x.shape[1]} channels, asked {c}")
+    return arrays_to_spec(x, ImageSpec(c, size or x.shape[2], size or x.shape[3]))
+
+
+def detect_format(path: Path) -> str:
+    """What a path holds, from its content: idx, cifar10, stl10, celeba or folder (directories); npz, npy, idx."""
     if path.is_dir():
         if _has_idx_files(path):
-            return _load_idx_dir(path, split)
-        return _load_image_folder(path, split)
-
-    # A single file: decide by content where possible, falling back to the extension.
+            return "idx"
+        if formats.is_cifar10_dir(path):
+            return "cifar10"
+        if formats.is_stl10_dir(path):
+            return "stl10"
+        if formats.is_celeba_dir(path):
+            return "celeba"
+        return "folder"
     try:
         with path.open("rb") as f:
             head = f.read(8)
@@ -192,15 +218,54 @@ def load_images(path: str | os.PathLike, split: str = "train"):
         raise DataError(f"{path}: cannot read file ({e.strerror or e})") from None
     suffix = path.suffix.lower()
     if suffix == ".npz" or head[:4] == b"PK\x03\x04":
-        return _load_npz(path)
+        return "npz"
     if suffix == ".npy" or head[:6] == b"\x93NUMPY":
-        return _load_npy(path)
+        return "npy"
     if "-ubyte" in path.name or head[:2] in (GZIP_MAGIC, b"\x00\x00"):
+        return "idx"
+    raise DataError(
+        f"{path}: unsupported data file (expected a directory, .npz, .npy or IDX file)"
+    )
+
+
+def load_images(path: str | os.PathLike, split: str = "train", size: int | None = None,
+                channels: int | None = None, format: str | None = None, attribute: str | None = None):
+    """Load images (and labels, if the source has them) from ``path``.
+
+    Returns ``(x, y, class_names)``: ``x`` uint8 [N, C, H, W], ``y`` int64 [N] or None, and one
+    name per label value. ``path`` may be a directory of IDX files (``split`` picks
+    ``{split}-images-idx3-ubyte[.gz]``, "test" meaning "t10k"), a single IDX images file, an
+    ``.npz`` (arrays x/y or images/labels), an ``.npy`` of images, a CIFAR-10 / STL-10 / CelebA folder in its
+    distribution format (formats.py; ``attribute`` picks CelebA's label), or an image folder: flat (unlabeled)
+    or one sub-folder per class (optionally under ``path/{split}``). ``format`` forces one of FORMATS instead
+    of detecting it. ``size``/``channels`` convert every image to that model input (core/images.py).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file or directory")
+    if format is not None and format not in FORMATS:
+        raise DataError(f"{path}: unknown data format {format!r} (formats: {', '.join(FORMATS)})")
+    kind = format if format not in (None, "colored-mnist") else detect_format(path)
+    if kind == "folder":
+        if not path.is_dir():
+            raise DataError(f"{path}: format 'folder' needs a directory of images")
+        return _load_image_folder(path, split, size, channels)
+    if kind == "celeba":
+        return formats.load_celeba(path, split, attribute, size, channels)
+    if kind == "cifar10":
+        x, y, names = formats.load_cifar10(path, split)
+    elif kind == "stl10":
+        x, y, names = formats.load_stl10(path, split)
+    elif kind == "npz":
+        x, y, names = _load_npz(path)
+    elif kind == "npy":
+        x, y, names = _load_npy(path)
+    elif path.is_dir():
+        x, y, names = _load_idx_dir(path, split)
+    else:
         # A lone IDX images file; pick up its labels file if it sits beside it.
         labels = path.with_name(path.name.replace("images-idx3", "labels-idx1").replace("images.idx3", "labels.idx1"))
         if labels == path or not labels.is_file():
             labels = None
-        return _load_idx_images(path, labels)
-    raise DataError(
-        f"{path}: unsupported data file (expected a directory, .npz, .npy or IDX file)"
-    )
+        x, y, names = _load_idx_images(path, labels)
+    return resize_images(x, size, channels, path), y, names

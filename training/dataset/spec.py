@@ -29,6 +29,15 @@ class DataSpec:
     # Names of the *original* label values, overriding the source's ("0".."9" for IDX files);
     # presets use it to give Fashion-MNIST its real class names.
     class_names: list[str] | None = None
+    # How to read ``path`` when it is not detected from its content (sources.FORMATS): "folder" (an image
+    # folder, even one that also holds other files), "cifar10", "stl10", "celeba", "colored-mnist".
+    format: str | None = None
+    # CelebA: the attribute(s) that become the label, e.g. "Eyeglasses" (2 classes) or "Smiling,Male" (4).
+    attribute: str | None = None
+    # The model's image size and channels: every image is converted and resized to it through core/images.py
+    # (the service's preprocessing). None: the data's own (an image folder of mixed sizes picks one: sources.py).
+    size: int | None = None
+    channels: int | None = None
 
 
 @dataclass
@@ -38,6 +47,9 @@ class ImageDataset:
     class_names: list[str]
     name: str
     spec: DataSpec | None = None
+    # Per-image arrays beside the labels, kept through subset(): e.g. Colored-MNIST's "bg_hue" and "fg_hue"
+    # (the nuisance factor, to score how much a clustering follows it).
+    extras: dict[str, np.ndarray] | None = None
 
     def __post_init__(self) -> None:
         # Validate once here so every consumer can rely on the documented layout.
@@ -47,6 +59,9 @@ class ImageDataset:
                 f"{getattr(self.x, 'dtype', type(self.x))} {getattr(self.x, 'shape', '')}"
             )
         self.class_names = [str(c) for c in self.class_names]
+        for k, v in (self.extras or {}).items():
+            if len(v) != len(self.x):
+                raise DataError(f"data set {self.name!r}: extras[{k!r}] has {len(v)} rows for {len(self.x)} images")
         if self.y is not None:
             self.y = np.asarray(self.y).astype(np.int64, copy=False)
             if self.y.shape != (len(self.x),):
@@ -89,4 +104,5 @@ class ImageDataset:
             class_names=list(self.class_names),
             name=self.name,
             spec=self.spec,
+            extras=None if self.extras is None else {k: v[idx] for k, v in self.extras.items()},
         )

@@ -62,8 +62,10 @@ def is_int(v: Any) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
 
-def apply_spec(x, y, names, spec: DataSpec, where: str):
-    """Apply classes/groups/ratios/max_samples to loaded arrays; returns (x, y, names)."""
+def apply_spec(x, y, names, spec: DataSpec, where: str, return_index: bool = False):
+    """Apply classes/groups/ratios/max_samples to loaded arrays; returns (x, y, names), and with
+    ``return_index`` also the kept rows' indices into the input (to carry per-image extras along)."""
+    rows = np.arange(len(x))
     wants_labels = spec.classes is not None or spec.groups is not None or spec.ratios is not None
     if wants_labels and y is None:
         raise DataError(f"{where}: classes/groups/ratios need labels, but the data has none")
@@ -106,7 +108,7 @@ def apply_spec(x, y, names, spec: DataSpec, where: str):
             lut = np.full(int(y.max()) + 1, -1, dtype=np.int64)
             for c, k in mapping.items():
                 lut[c] = k
-            x, y = x[keep], lut[y[keep]]
+            x, y, rows = x[keep], lut[y[keep]], rows[keep]
 
     rng = np.random.default_rng(spec.seed)
 
@@ -122,7 +124,7 @@ def apply_spec(x, y, names, spec: DataSpec, where: str):
             raise DataError(f"{where}: ratios must all be positive numbers, got {list(spec.ratios)}")
         counts = np.bincount(y, minlength=n_classes)
         idx = _pick(rng, y, _exact_ratio_counts(counts, ratios))
-        x, y = x[idx], y[idx]
+        x, y, rows = x[idx], y[idx], rows[idx]
 
     if spec.max_samples is not None:
         if not is_int(spec.max_samples) or spec.max_samples < 1:
@@ -137,8 +139,10 @@ def apply_spec(x, y, names, spec: DataSpec, where: str):
                 if spec.max_samples >= np.count_nonzero(counts):
                     n = _ensure_one_each(n, counts)
                 idx = _pick(rng, y, n)
-            x = x[idx]
+            x, rows = x[idx], rows[idx]
             y = None if y is None else y[idx]
+    if return_index:
+        return np.ascontiguousarray(x), y, names, rows
     return np.ascontiguousarray(x), y, names
 
 
