@@ -21,6 +21,7 @@ from .middleware import BodyLimitMiddleware, MetricsMiddleware
 from .registry import Registry
 from .routes import cluster, docs, generate, health, jobs, metrics, models, playground, v2
 from .runtime import ModelPool
+from .security import Front
 from .settings import Settings
 
 log = logging.getLogger("nemgan.service")
@@ -83,12 +84,20 @@ class NemganApp(FastAPI):
     """FastAPI, with the hot inference routes answered by `service.fastpath` before the router."""
 
     fast_routes: dict = {}
+    front: Front | None = None  # origin check + security headers (service/security.py), around everything
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
-            handler = self.fast_routes.get(scope["path"])
-            if handler is not None:
-                return await handler(scope, receive, send)
+        if scope["type"] == "http":
+            front = self.front
+            if front is not None:
+                refused = front.refusal(scope)
+                if refused is not None:
+                    return await refused(scope, receive, send)
+                send = front.wrap_send(scope, send)
+            if scope["method"] == "POST":
+                handler = self.fast_routes.get(scope["path"])
+                if handler is not None:
+                    return await handler(scope, receive, send)
         await super().__call__(scope, receive, send)
 
 
@@ -115,4 +124,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(MetricsMiddleware)
     if s.fast_path:
         app.fast_routes = FastPath(app, super(NemganApp, app).__call__).routes
+    app.front = Front(s)
     return app

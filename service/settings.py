@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     api_key: str | None = Field(None, description="Bearer key for mutating endpoints; unset = auth off.")
+    allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="With auth off: origins (https://host[:port]) besides the service's own "
+                                          "whose pages may send state-changing requests (comma list or JSON).")
     max_n: int = Field(1024, ge=1, description="Cap on images per /v1/generate request.")
     max_images: int = Field(256, ge=1, description="Cap on images per /v1/cluster request.")
     max_upload_bytes: int = Field(32 * 1024 * 1024, ge=1, description="Cap on request bodies (413 above).")
@@ -88,6 +91,18 @@ class Settings(BaseSettings):
                 return json.loads(v)
             sep = "," if "," in v else ":"
             return [p for p in (s.strip() for s in v.split(sep)) if p]
+        return v
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _origins(cls, v):
+        if isinstance(v, str):
+            v = v.strip()
+            if v.startswith("["):
+                import json
+
+                return json.loads(v)
+            return [o for o in (s.strip() for s in v.split(",")) if o]
         return v
 
     @property

@@ -9,6 +9,7 @@ const el = (tag, attrs = {}, ...children) => {
     if (k === "class") e.className = v;
     else if (k === "text") e.textContent = v;
     else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else if (k === "style") e.style.cssText = v;  // CSSOM, which the page's CSP (no inline styles) allows
     else e.setAttribute(k, v);
   }
   for (const c of children) if (c != null) e.append(c);

@@ -168,3 +168,109 @@ def test_start_up_log_with_a_key(tmp_path):
         s.stop()
     log = s.log.read_text()
     assert "auth is on" in log and "auth is OFF" not in log
+
+
+# ---------------------------------------------------------------------------------------------- cross-site writes
+EVIL = "http://evil.example"
+
+
+def _refused(r: httpx.Response) -> bool:
+    if r.status_code != 403:
+        return False
+    body = r.json()
+    return body["error"] == "cross-origin request refused" and "NEMGAN_API_KEY" in body["detail"]
+
+
+def test_cross_site_writes_are_refused_while_auth_is_off(srv):
+    with httpx.Client(base_url=srv.url, timeout=30) as c:
+        # a form POST from another site to activate (before: 200, version switched)
+        r = c.post("/v1/models/mnist/versions/1/activate", headers={"Origin": EVIL},
+                   data={"x": "1"})
+        assert _refused(r), (r.status_code, r.text)
+        # a cross-site multipart POST to prior learning (before: 202, a job queued)
+        r = c.post("/v1/priors/learn", headers={"Origin": EVIL}, files={"labeled": ("l.npz", b"PK\x03\x04")})
+        assert _refused(r), (r.status_code, r.text)
+        assert _refused(c.post("/v1/models/mnist/rollback", headers={"Origin": EVIL}))
+        assert _refused(c.delete("/v1/jobs/0123456789abcdef", headers={"Origin": EVIL}))
+        assert _refused(c.post("/v1/generate", json={"n": 1}, headers={"Origin": EVIL}))  # the fast path too
+        # Referer when there is no Origin; an opaque origin ("null": sandboxed frames, file: pages)
+        assert _refused(c.post("/v1/models/mnist/rollback", headers={"Referer": EVIL + "/page.html"}))
+        assert _refused(c.post("/v1/models/mnist/rollback", headers={"Origin": "null"}))
+        # same host name but another port, or another name for the same machine: other origins
+        assert _refused(c.post("/v1/models/mnist/rollback", headers={"Origin": f"http://127.0.0.1:{srv.port + 1}"}))
+        assert _refused(c.post("/v1/models/mnist/rollback", headers={"Origin": f"http://localhost:{srv.port}"}))
+        # no Origin/Referer but a browser saying cross-site
+        assert _refused(c.post("/v1/models/mnist/rollback", headers={"Sec-Fetch-Site": "cross-site"}))
+
+
+def test_same_origin_and_non_browser_writes_pass(srv):
+    with httpx.Client(base_url=srv.url, timeout=30) as c:
+        own = {"Origin": srv.url}
+        # the playground's own page: the endpoint answers (409: nothing to roll back to), not the origin check
+        assert c.post("/v1/models/mnist/rollback", headers=own).status_code == 409
+        assert c.post("/v1/models/mnist/rollback", headers={"Referer": srv.url + "/"}).status_code == 409
+        assert c.post("/v1/models/mnist/versions/1/activate", headers=own).status_code == 200
+        assert c.post("/v1/generate", json={"n": 1}, headers=own).status_code == 200
+        # curl / SDKs: no Origin at all
+        assert c.post("/v1/models/mnist/versions/1/activate").status_code == 200
+        # reads are never refused (no CORS is served, so another site cannot read the answer anyway)
+        assert c.get("/v1/models", headers={"Origin": EVIL}).status_code == 200
+
+
+def test_allowed_origins_and_api_key(tmp_path):
+    env = base_env(tmp_path / "var", [MNIST], NEMGAN_ALLOWED_ORIGINS="https://app.example, http://10.0.0.5:3000")
+    s = Serve(env, tmp_path / "serve.log")
+    try:
+        s.wait_ready()
+        with httpx.Client(base_url=s.url, timeout=30) as c:
+            for origin in ("https://app.example", "https://APP.example:443", "http://10.0.0.5:3000"):
+                assert c.post("/v1/models/mnist/rollback", headers={"Origin": origin}).status_code == 409, origin
+            for origin in ("http://app.example", "https://app.example:8443", EVIL):
+                assert _refused(c.post("/v1/models/mnist/rollback", headers={"Origin": origin})), origin
+    finally:
+        s.stop()
+    # with a key, the key decides: browsers cannot send it cross-site
+    s = Serve(base_env(tmp_path / "var2", [MNIST], NEMGAN_API_KEY="k"), tmp_path / "serve2.log")
+    try:
+        s.wait_ready()
+        with httpx.Client(base_url=s.url, timeout=30) as c:
+            assert c.post("/v1/models/mnist/rollback", headers={"Origin": EVIL}).status_code == 401
+            r = c.post("/v1/models/mnist/rollback", headers={"Origin": EVIL, "Authorization": "Bearer k"})
+            assert r.status_code == 409
+    finally:
+        s.stop()
+
+
+# ---------------------------------------------------------------------------------------------- security headers
+PAGES = ("/", "/playground/app.js", "/playground/style.css", "/docs", "/docs/oauth2-redirect", "/redoc")
+
+
+def test_nosniff_everywhere_and_csp_on_pages(srv):
+    with httpx.Client(base_url=srv.url, timeout=30) as c:
+        responses = {
+            "GET /v1/models": c.get("/v1/models"),
+            "GET /v2/health/live": c.get("/v2/health/live"),
+            "GET /metrics": c.get("/metrics"),
+            "GET /openapi.json": c.get("/openapi.json"),
+            "GET /nowhere (404)": c.get("/nowhere"),
+            "POST /v1/generate (fast path)": c.post("/v1/generate", json={"n": 1}),
+            "POST /v1/generate (422)": c.post("/v1/generate", json={"n": 0}),
+            "POST /v1/cluster (415)": c.post("/v1/cluster", content=b"x", headers={"content-type": "text/plain"}),
+            "POST /v2/models/mnist-g/infer (400)": c.post("/v2/models/mnist-g/infer", content=b"{}"),
+            **{f"GET {p}": c.get(p) for p in PAGES},
+        }
+    for what, r in responses.items():
+        assert r.headers.get("x-content-type-options") == "nosniff", what
+    for p in PAGES:
+        r = responses[f"GET {p}"]
+        assert r.status_code == 200, p
+        csp = r.headers["content-security-policy"]
+        assert "frame-ancestors 'none'" in csp and "default-src 'self'" in csp, (p, csp)
+        assert "'unsafe-eval'" not in csp, (p, csp)
+        assert r.headers["x-frame-options"] == "DENY"
+    # the playground takes nothing inline; the docs allow their one inline script by hash only
+    assert "'unsafe-inline'" not in responses["GET /"].headers["content-security-policy"]
+    docs = responses["GET /docs"].headers["content-security-policy"]
+    script_src = next(d for d in docs.split(";") if d.strip().startswith("script-src"))
+    assert "'sha256-" in script_src and "'unsafe-inline'" not in script_src
+    assert "content-security-policy" not in responses["GET /v1/models"].headers  # JSON needs none
