@@ -57,20 +57,27 @@ def _read_npy(f, name: str, max_rows: int, max_items: int) -> np.ndarray:
     return np.frombuffer(buf, dtype, count).reshape(shape)
 
 
-def read_arrays(data: bytes, max_rows: int, row_items: int, keys: tuple[str, ...] | None = None
+def read_arrays(data, max_rows: int, row_items: int, keys: tuple[str, ...] | None = None
                 ) -> dict[str, np.ndarray]:
-    """An .npy (-> {"": array}) or .npz (-> {member name without .npy: array}) upload.
+    """An .npy (-> {"": array}) or .npz (-> {member name without .npy: array}) upload: bytes or a seekable file.
 
     `max_rows` caps the first axis, `row_items` is what one row (image) holds at most, so no array may declare
     more than max_rows * row_items values. `keys`: read only these members of an .npz (others are ignored,
     never unpacked); a missing key is left out of the result."""
     max_items = max_rows * row_items
-    if data[:6] == b"\x93NUMPY":
-        return {"": _read_npy(io.BytesIO(data), "the array", max_rows, max_items)}
-    if data[:4] != b"PK\x03\x04":
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        head, src = bytes(data[:6]), io.BytesIO(data)
+    else:  # a seekable binary file (an upload spooled to disk): read from it, never copied whole into memory
+        src = data
+        src.seek(0)
+        head = src.read(6)
+        src.seek(0)
+    if head == b"\x93NUMPY":
+        return {"": _read_npy(src, "the array", max_rows, max_items)}
+    if head[:4] != b"PK\x03\x04":
         raise DataError("not an .npy or .npz file")
     try:
-        zf = zipfile.ZipFile(io.BytesIO(data))
+        zf = zipfile.ZipFile(src)
         members = [i for i in zf.infolist() if i.filename.endswith(".npy")]
         if not members:
             raise DataError("the .npz holds no arrays")

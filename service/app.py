@@ -114,13 +114,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.pool = None
     app.state.job_queue = JobQueue(s, app.state.jobs)
     M.JOBS.store = app.state.jobs
+    M.WORKERS.jobs_root = s.jobs
     errors.install(app, s.retry_after_s)
     for r in (health, metrics, generate, cluster, models, jobs, v2):
         app.include_router(r.router)
     docs.install(app)
     playground.install(app)
     app.add_middleware(BodyLimitMiddleware, default_cap=s.max_upload_bytes,
-                       caps={"/v1/priors/learn": s.max_job_upload_bytes})
+                       caps={"/v1/priors/learn": s.max_job_upload_bytes, "/v1/models/": s.max_model_upload_bytes})
     app.add_middleware(MetricsMiddleware)
     if s.fast_path:
         app.fast_routes = FastPath(app, super(NemganApp, app).__call__).routes

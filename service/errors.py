@@ -48,8 +48,10 @@ def known_error_response(exc: BaseException, retry_after_s: int = 1) -> Response
         return error_response(exc.status, exc.message, exc.detail, exc.headers)
     if isinstance(exc, StarletteHTTPException):
         return error_response(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
-    if isinstance(exc, RegistryError):
-        return error_response(404, str(exc.args[0] if exc.args else exc))
+    if isinstance(exc, RegistryError):  # 404 unknown; subclasses: 422 unusable version, 409 in use, 503 unavailable
+        status = getattr(exc, "status", 404)
+        return error_response(status, str(exc.args[0] if exc.args else exc),
+                              headers={"Retry-After": "30"} if status == 503 else None)
     if isinstance(exc, QueueFull):
         M.REJECTED.labels("queue_full").inc()
         return error_response(503, "server busy: " + str(exc), headers={"Retry-After": str(retry_after_s)})

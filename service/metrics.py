@@ -27,6 +27,12 @@ IMAGES_CLUSTERED = Counter("nemgan_images_clustered", "Images clustered", ["mode
 JOB_DURATION = Histogram("nemgan_job_duration_seconds", "Prior-learning job duration (observed at finish)", buckets=JOB)
 WORKER_JOBS = Counter("nemgan_worker_jobs", "Jobs finished by this worker", ["state"])
 MODEL_INFO = Gauge("nemgan_model_info", "1 for the active version of each model", ["name", "version"])
+PROBLEM_KINDS = ("fallback", "unavailable", "pointer")
+MODEL_PROBLEM = Gauge("nemgan_model_problem", "1 when a model's active version is not what is served: fallback "
+                      "(an older version is served), unavailable (nothing is), pointer (active.json unreadable)",
+                      ["name", "kind"])
+MODEL_LOAD_FAILURES = Counter("nemgan_model_load_failures", "Versions refused at load (digests, manifest, ONNX)",
+                              ["name"])
 READY = Gauge("nemgan_ready", "1 when models are loaded and warmed up")
 GPU_MEMORY = Gauge("nemgan_gpu_memory_used_bytes", "GPU memory in use", ["device"])
 
@@ -57,6 +63,33 @@ class JobsCollector:
 
 JOBS = JobsCollector()
 REGISTRY.register(JOBS)
+
+
+class WorkersCollector:
+    """nemgan_workers: workers whose presence beat is fresh (service/jobs/workers.py), read per scrape."""
+
+    def __init__(self):
+        self.jobs_root = None
+
+    def collect(self):
+        g = GaugeMetricFamily("nemgan_workers", "Job workers alive (presence beat within 3 intervals)")
+        n = 0
+        if self.jobs_root is not None:
+            try:
+                from .jobs.workers import list_workers
+
+                n = sum(w["alive"] for w in list_workers(self.jobs_root))
+            except Exception:
+                pass
+        g.add_metric([], n)
+        yield g
+
+    def describe(self):
+        return []
+
+
+WORKERS = WorkersCollector()
+REGISTRY.register(WORKERS)
 
 
 _ACTIVE: dict[str, str] = {}  # name -> the version whose nemgan_model_info series is exported

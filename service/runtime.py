@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -23,7 +24,13 @@ from core.ood import OodCalibration
 
 from . import metrics as M
 from .batcher import Batcher
-from .registry import Registry, RegistryError
+from .registry import (
+    ModelUnavailable,
+    Registry,
+    RegistryError,
+    VersionUnusable,
+    public_reason,
+)
 from .settings import Settings
 
 log = logging.getLogger("nemgan.service")
@@ -155,7 +162,7 @@ class ModelRuntime:
     def count_generated(self, n: int) -> None:
         self._generated.inc(n)
 
-    def lease(self) -> "_Lease":
+    def lease(self) -> _Lease:
         """`async with rt.lease():` marks a request in flight on this runtime (close() waits for them)."""
         return _Lease(self)
 
@@ -190,7 +197,22 @@ class _Lease:
             rt._idle.set()
 
 
+def _stamp(d: Path) -> tuple:
+    """What a version folder holds (names, sizes, mtimes): a failed version is retried only once it changes."""
+    try:
+        return tuple(sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in os.scandir(d)))
+    except OSError:
+        return ()
+
+
 class ModelPool:
+    """The runtimes this process serves. A version is loaded only after `Registry.check` (manifest, name/version,
+    sha256 of every file) and ONNX Runtime opened it; a version that fails is remembered with its reason and
+    not retried until its folder changes (no reload loop). When a model's active version cannot be served,
+    the pool keeps serving what it served, or at start the last good version of the pointer's history, and
+    says so: `problems[name]` (GET /v1/models), the log (once per failure), nemgan_model_problem{name,kind}.
+    A model with nothing to serve makes readiness fail; a request for it (named or the default) gets 503."""
+
     def __init__(self, registry: Registry, settings: Settings):
         self.registry = registry
         self.settings = settings
@@ -199,53 +221,154 @@ class ModelPool:
         self._lock = asyncio.Lock()
         self._closing: set[asyncio.Task] = set()
         self.ready = False
+        self.known: set[str] = set()  # model names with at least one version (what `default_name` may pick)
+        self.failed: dict[tuple[str, str], tuple[tuple, str]] = {}  # (name, version) -> (folder stamp, reason)
+        self.problems: dict[str, dict] = {}  # name -> {"kind", "wanted", "serving", "reason"}
 
     @property
     def default_name(self) -> str | None:
-        if self.settings.default_model and self.settings.default_model in self.active:
-            return self.settings.default_model
-        if len(self.active) == 1:
-            return next(iter(self.active))
-        return next(iter(sorted(self.active)), None)
+        # Chosen among every model of the registry, served or not: a default that cannot be served is answered
+        # 503 by get(), never by another model.
+        names = self.known | set(self.active)
+        want = self.settings.default_model
+        if want and want in names:
+            return want
+        return next(iter(sorted(names)), None)
+
+    def unavailable(self) -> dict[str, str]:
+        """Models with a version but nothing served: name -> why (readiness fails while there is one)."""
+        return {n: p["reason"] for n, p in self.problems.items() if n not in self.active}
 
     def _load(self, name: str, version: str) -> ModelRuntime:
+        """Check and load a version (VersionUnusable with a path-free reason when it cannot be served)."""
+        version = str(version)
+        vdir = self.registry.version_dir(name, version)
+        stamp = _stamp(vdir)
+        known = self.failed.get((name, version))
+        if known is not None and known[0] == stamp:
+            raise VersionUnusable(name, version, known[1])
         t = time.perf_counter()
-        rt = ModelRuntime(self.registry.version_dir(name, version), self.settings)
-        if self.settings.warmup:
-            rt.warmup()
+        try:
+            self.registry.check(name, version)
+            rt = ModelRuntime(vdir, self.settings)
+            if self.settings.warmup:
+                rt.warmup()
+        except VersionUnusable as e:
+            self._failed(name, version, stamp, e.reason)
+            raise
+        except Exception as e:  # ONNX Runtime refusing a graph (INVALID_PROTOBUF...), a bad latent.npz, ...
+            reason = public_reason(e, vdir, f"{name}/{version}")
+            self._failed(name, version, stamp, reason)
+            raise VersionUnusable(name, version, reason) from None
+        self.failed.pop((name, version), None)
         log.info("loaded %s/%s in %.2fs (%s)", name, version, time.perf_counter() - t, rt.providers[0])
         return rt
+
+    def _failed(self, name: str, version: str, stamp: tuple, reason: str) -> None:
+        self.failed[(name, version)] = (stamp, reason)
+        M.MODEL_LOAD_FAILURES.labels(name).inc()
+        log.error("model %s version %s cannot be served: %s", name, version, reason)
+
+    def _problem(self, name: str, kind: str | None, **info) -> None:
+        old = self.problems.get(name)
+        if kind is None:
+            if old is not None:
+                log.warning("model %s: problem cleared (%s)", name, old["reason"])
+                self.problems.pop(name)
+        else:
+            new = {"kind": kind, **info}
+            if new != old:
+                (log.warning if kind == "pointer" else log.error)("model %s: %s", name, info.get("reason"))
+            self.problems[name] = new
+        for k in M.PROBLEM_KINDS:
+            M.MODEL_PROBLEM.labels(name, k).set(1 if kind == k else 0)
+
+    async def preload(self, name: str, version: str) -> ModelRuntime:
+        """Load (checked) a version beside the active one before it is activated: VersionUnusable (422) when
+        it cannot be served, and nothing changes."""
+        version = str(version)
+        cur = self.active.get(name)
+        if cur is not None and cur.version == version:
+            return cur
+        async with self._lock:
+            rt = self.others.get((name, version))
+            if rt is None:
+                rt = await asyncio.to_thread(self._load, name, version)
+                self._keep_other(rt)
+            return rt
 
     async def start(self) -> None:
         await self.refresh()
         self.ready = True
 
+    async def _obtain(self, name: str, version: str) -> ModelRuntime:
+        rt = self.others.pop((name, version), None)
+        if rt is None:
+            rt = await asyncio.to_thread(self._load, name, version)
+        return rt
+
     async def refresh(self) -> list[tuple[str, str]]:
-        """Load newly active versions (beside the old ones) and swap them in. Returns what changed."""
+        """Load newly active versions (beside the old ones) and swap them in. Returns what changed.
+
+        A pointer that cannot be read, or an active version that cannot be served, never changes what is
+        served; with nothing served yet (start-up), the newest good version of the history is served instead."""
         changed = []
         async with self._lock:
+            known = set()
             for name in self.registry.names():
                 try:
-                    version = self.registry.active(name)
+                    versions = self.registry.versions(name)
+                    ptr = self.registry.pointer(name)
                 except RegistryError:
                     continue
-                if version is None:
+                if not versions:
                     continue
+                known.add(name)
                 cur = self.active.get(name)
-                if cur is not None and cur.version == version:
+                version = ptr["version"] or (None if ptr["problem"] else versions[-1])
+                if version is None:  # active.json and its backup unreadable: keep what is served
+                    self._problem(name, "pointer" if cur else "unavailable", wanted=None,
+                                  serving=cur.version if cur else None,
+                                  reason=f"active.json: {ptr['problem']}" + ("" if cur else "; nothing is served"))
                     continue
-                rt = self.others.pop((name, version), None)
-                if rt is None:
-                    try:
-                        rt = await asyncio.to_thread(self._load, name, version)
-                    except Exception as e:  # a broken version never takes the service down
-                        log.error("cannot load %s/%s: %s", name, version, e)
+                if cur is not None and cur.version == version:
+                    self._problem(name, "pointer" if ptr["problem"] else None, wanted=version, serving=version,
+                                  reason=f"active.json: {ptr['problem']}")
+                    continue
+                try:
+                    rt = await self._obtain(name, version)
+                except VersionUnusable as e:
+                    rt = cur
+                    if rt is None:  # start-up (or never served): the last good version of the history
+                        for v in reversed(ptr["history"]):
+                            if v == version or v not in versions:
+                                continue
+                            try:
+                                rt = await self._obtain(name, v)
+                                break
+                            except (VersionUnusable, RegistryError):
+                                continue
+                    if rt is None:
+                        self._problem(name, "unavailable", wanted=version, serving=None,
+                                      reason=f"{e}; no earlier version of its history can be served either")
                         continue
+                    self._problem(name, "fallback", wanted=version, serving=rt.version,
+                                  reason=f"{e}; serving version {rt.version!r} instead")
+                    if rt is cur:
+                        continue
+                except RegistryError:  # deleted meanwhile
+                    continue
+                else:
+                    self._problem(name, "pointer" if ptr["problem"] else None, wanted=version, serving=version,
+                                  reason=f"active.json: {ptr['problem']}")
                 self.active[name] = rt
-                M.set_active_model(name, version)
-                changed.append((name, version))
+                M.set_active_model(name, rt.version)
+                changed.append((name, rt.version))
                 if cur is not None:
                     self._keep_other(cur)
+            self.known = known
+            for name in [n for n in self.problems if n not in known]:
+                self._problem(name, None)
         return changed
 
     def _keep_other(self, rt: ModelRuntime) -> None:
@@ -255,18 +378,29 @@ class ModelPool:
             _, old = self.others.popitem(last=False)
             self._retire(old)
 
+    def drop(self, name: str, version: str) -> None:
+        """Forget a deleted version (closed once its requests are done)."""
+        rt = self.others.pop((name, str(version)), None)
+        if rt is not None:
+            self._retire(rt)
+        self.failed.pop((name, str(version)), None)
+
     def _retire(self, rt: ModelRuntime) -> None:
         task = asyncio.get_running_loop().create_task(rt.close(timeout=self.settings.graceful_timeout_s))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
     async def get(self, name: str | None, version: str | None) -> ModelRuntime:
-        """The runtime for a request; raises RegistryError (-> 404) for unknown names/versions."""
+        """The runtime for a request; raises RegistryError (-> 404) for unknown names/versions, ModelUnavailable
+        (503) for a model with nothing to serve, VersionUnusable (422) for a named version that cannot be served."""
         name = name or self.default_name
         if name is None:
             raise RegistryError("no model is loaded")
         rt = self.active.get(name)
         if rt is None:
+            if name in self.known:
+                why = (self.problems.get(name) or {}).get("reason", "it has not been loaded")
+                raise ModelUnavailable(f"model {name!r} cannot be served: {why}")
             raise RegistryError(f"unknown model {name!r}")
         if version is None or str(version) == rt.version:
             return rt

@@ -70,12 +70,17 @@ class ModelVersion(BaseModel):
     priors: list[float] | None = None
     metrics: dict | None = None
     job: dict | None = None
+    valid: bool = Field(True, description="false: this version cannot be served (see error)")
+    error: str | None = Field(None, description="Why the version cannot be served (invalid manifest, digests, ONNX)")
 
 
 class ModelSummary(BaseModel):
     name: str
     active_version: str | None
     versions: list[str]
+    serving_version: str | None = Field(None, description="The version this replica serves (differs from "
+                                        "active_version only while the active one cannot be served: see problem)")
+    problem: dict | None = Field(None, description="kind (fallback | unavailable | pointer), wanted, serving, reason")
     n_modes: int | None = None
     mode_labels: list[str] | None = None
     image: dict | None = None
@@ -100,6 +105,7 @@ class JobInfo(BaseModel):
     params: dict | None = None
     result: dict | None = Field(None, description="When succeeded: priors, metrics, model, version.")
     error: str | None = None
+    hint: str | None = Field(None, description="Why a pending job does not move (e.g. no worker is running)")
 
 
 class ErrorBody(BaseModel):

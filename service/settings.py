@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     max_images: int = Field(256, ge=1, description="Cap on images per /v1/cluster request.")
     max_upload_bytes: int = Field(32 * 1024 * 1024, ge=1, description="Cap on request bodies (413 above).")
     max_job_upload_bytes: int = Field(256 * 1024 * 1024, ge=1, description="Cap on /v1/priors/learn bodies.")
+    max_model_upload_bytes: int = Field(512 * 1024 * 1024, ge=1, description="Cap on a model archive uploaded to "
+                                        "POST /v1/models/{name}/versions, and on what it unpacks to.")
     batching: bool = Field(True, description="Dynamic batching on/off.")
     fast_path: bool = Field(True, description="Serve /v1/cluster and /v1/generate by the pure-ASGI handlers "
                                               "(service/fastpath.py) instead of FastAPI's router.")
@@ -72,6 +74,14 @@ class Settings(BaseSettings):
     visibility_timeout_s: float | None = Field(None, description="Redis visibility timeout (default: time limit + 10 min).")
     job_stale_after_s: float = Field(30.0, gt=0, description="A running job whose heartbeat (written every "
                                      "second while it runs) is older is requeued by the reaper, on any host.")
+    max_queued_jobs: int = Field(32, ge=1, description="Jobs waiting for a worker (pending) before a submit gets "
+                                 "429 + Retry-After.")
+    max_job_unpacked_bytes: int = Field(64 * 1024 * 1024, ge=1, description="What one job's uploads may take once "
+                                        "unpacked and stored (uint8 pixels), checked before anything is written.")
+    job_lost_after_s: float = Field(120.0, gt=0, description="A queued job whose broker message is gone (Redis "
+                                    "replaced by an empty instance) is sent again once it was queued this long ago.")
+    worker_beat_s: float = Field(5.0, gt=0, description="How often a worker writes its presence into the job store; "
+                                 "a worker is gone after 3 missed beats.")
     job_retention_s: float = Field(7 * 24 * 3600.0, gt=0, description="Finished jobs' folders (uploads, "
                                    "state) are deleted this long after they finish.")
     redis_timeout_s: float = Field(3.0, gt=0, description="Socket/connect timeout towards Redis: a job submit "

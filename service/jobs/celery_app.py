@@ -83,3 +83,58 @@ def send_job(app, settings: Settings, job_id: str) -> None:
     """Hand a job to the broker once (no publish retries: the timeouts above bound the wait)."""
     app.send_task(TASK_NAME, args=[job_id], task_id=job_id, queue=QUEUE, retry=False,
                   ignore_result=True)
+
+
+_REDIS: dict[str, object] = {}
+
+
+def _task_id(raw) -> str | None:
+    import json
+
+    try:
+        msg = json.loads(raw)
+        if isinstance(msg, list):  # kombu's unacked hash: [message, exchange, routing key]
+            msg = msg[0]
+        return (msg.get("headers") or {}).get("id") or (msg.get("properties") or {}).get("correlation_id")
+    except (ValueError, TypeError, AttributeError, IndexError):
+        return None
+
+
+def broker_job_ids(app, settings: Settings) -> set[str] | None:
+    """The job ids whose message the broker holds: waiting in the queue or delivered but not acknowledged.
+    None when the broker cannot be asked (the reaper then assumes nothing is lost).
+
+    Redis: kombu's queue lists (one per priority step) and its `unacked` hash. Embedded broker: the message
+    files of the queue folder."""
+    if settings.redis_url:
+        import redis
+
+        r = _REDIS.get(settings.redis_url)
+        if r is None:
+            t = float(settings.redis_timeout_s)
+            r = _REDIS[settings.redis_url] = redis.Redis.from_url(settings.redis_url, socket_timeout=t,
+                                                                  socket_connect_timeout=t)
+        try:
+            raws = []
+            for key in [QUEUE] + [f"{QUEUE}\x06\x16{p}" for p in (3, 6, 9)]:
+                raws += r.lrange(key, 0, -1)
+            raws += r.hvals("unacked")
+        except redis.RedisError:
+            return None
+        return {i for i in map(_task_id, raws) if i}
+    from pathlib import Path
+
+    folder = Path(broker_config(settings)["broker_transport_options"]["data_folder_in"])
+    out = set()
+    try:
+        files = list(folder.glob(f"*.{QUEUE}.msg"))
+    except OSError:
+        return None
+    for p in files:
+        try:
+            i = _task_id(p.read_bytes())
+        except OSError:  # taken by a worker meanwhile
+            continue
+        if i:
+            out.add(i)
+    return out

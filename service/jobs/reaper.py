@@ -5,6 +5,10 @@ the only one alive; the store's locks make concurrent passes safe).
   goes back to pending and is sent again, exactly once (JobStore.requeue_if_stale is an atomic claim).
 - A pending job that was requeued but whose send failed is sent again.
 - A pending job whose submit never reached the broker (the API died, or the queue did not answer) is failed.
+- A queued job whose message the broker no longer holds (Redis replaced by an empty instance, a restart
+  without persistence) is sent again once it was queued NEMGAN_JOB_LOST_AFTER_S ago (failed with the reason
+  after 3 such re-sends); the broker is asked only when such a job exists.
+- A finished job's uploads are deleted (a cancel or a failure on any host; the worker drops them itself).
 - Finished jobs older than NEMGAN_JOB_RETENTION_S are deleted with their folder (uploads included).
 - What a crashed export left in the registry's .staging/ is removed (the first pass runs at start).
 - The per-state counts are rebuilt, so a crash between a state write and its count does not last.
@@ -32,9 +36,12 @@ STAGING_STALE_S = 3600.0
 
 
 def sweep(store: JobStore, send: Callable[[str], None], stale_after: float, retention: float,
-          registry: Registry | None = None, now: float | None = None) -> dict[str, list[str]]:
+          registry: Registry | None = None, now: float | None = None,
+          present: Callable[[], set[str] | None] | None = None, lost_after: float = 120.0) -> dict[str, list[str]]:
     now = time.time() if now is None else now
-    out: dict[str, list[str]] = {"requeued": [], "resent": [], "failed": [], "deleted": [], "staging": []}
+    out: dict[str, list[str]] = {"requeued": [], "resent": [], "failed": [], "deleted": [], "staging": [],
+                                 "lost": [], "uploads dropped": []}
+    maybe_lost = []
     for doc in store.all():
         job_id, state = doc["id"], doc["state"]
         try:
@@ -42,6 +49,9 @@ def sweep(store: JobStore, send: Callable[[str], None], stale_after: float, rete
                 if store.requeue_if_stale(job_id, stale_after):
                     out["requeued"].append(job_id)
                     _send(store, send, job_id)
+            elif state == "pending" and doc.get("queued"):
+                if present is not None and now - float(doc["queued"]) > lost_after:
+                    maybe_lost.append(job_id)
             elif state == "pending" and not doc.get("queued"):
                 if doc.get("requeues"):
                     if store.claim_resend(job_id, RESEND_AFTER_S):
@@ -49,11 +59,27 @@ def sweep(store: JobStore, send: Callable[[str], None], stale_after: float, rete
                         _send(store, send, job_id)
                 elif store.fail_if_unqueued(job_id, UNQUEUED_GRACE_S):
                     out["failed"].append(job_id)
+                    store.drop_uploads(job_id)
             elif state in FINAL and now - float(doc.get("finished") or doc["updated"]) > retention:
                 store.delete(job_id)
                 out["deleted"].append(job_id)
+            elif state in FINAL and store.drop_uploads(job_id):
+                out["uploads dropped"].append(job_id)
         except JobNotFound:
             continue
+    if maybe_lost:
+        held = present()  # one look at the broker per pass, only when a job has waited that long
+        for job_id in [] if held is None else [j for j in maybe_lost if j not in held]:
+            try:
+                what = store.claim_lost(job_id, lost_after)
+            except JobNotFound:
+                continue
+            if what == "resend":
+                out["lost"].append(job_id)
+                _send(store, send, job_id)
+            elif what == "failed":
+                out["failed"].append(job_id)
+                store.drop_uploads(job_id)
     store.recount()
     if registry is not None:
         out["staging"] = clean_staging(store, registry, now)
@@ -101,16 +127,18 @@ class Reaper(threading.Thread):
     """Runs `sweep` every `interval` seconds in a daemon thread (the worker and the API each start one)."""
 
     def __init__(self, store: JobStore, send: Callable[[str], None], stale_after: float, retention: float,
-                 registry: Registry | None = None, interval: float | None = None):
+                 registry: Registry | None = None, interval: float | None = None,
+                 present: Callable[[], set[str] | None] | None = None, lost_after: float = 120.0):
         super().__init__(daemon=True, name="nemgan-reaper")
         self.args = (store, send, stale_after, retention, registry)
-        self.interval = interval or max(1.0, min(15.0, stale_after / 3))
+        self.kwargs = {"present": present, "lost_after": lost_after}
+        self.interval = interval or max(1.0, min(15.0, stale_after / 3, lost_after / 4))
         self._halt = threading.Event()
 
     def run(self) -> None:
         while True:
             try:
-                sweep(*self.args)
+                sweep(*self.args, **self.kwargs)
             except Exception as e:
                 log.error("reaper pass failed: %s", e)
             if self._halt.wait(self.interval):

@@ -39,6 +39,10 @@ class JobNotFound(LookupError):
     pass
 
 
+class QueueFull(Exception):
+    """As many jobs wait for a worker as the cap allows (NEMGAN_MAX_QUEUED_JOBS)."""
+
+
 class JobCancelled(Exception):
     pass
 
@@ -100,7 +104,9 @@ class JobStore:
             counts[doc["state"]] = counts.get(doc["state"], 0) + 1
             atomic_write_json(self._counts_path, counts)
 
-    def create(self, job_id: str, params: dict) -> dict:
+    def create(self, job_id: str, params: dict, max_pending: int | None = None) -> dict:
+        """A new pending job. With `max_pending`, QueueFull when that many jobs already wait (checked and
+        counted under the store's lock, so concurrent submits on every replica never pass the cap together)."""
         d = self.dir(job_id)
         d.mkdir(parents=True, exist_ok=True)
         now = time.time()
@@ -108,7 +114,16 @@ class JobStore:
                "created": now, "updated": now, "queued": None, "started": None, "finished": None, "attempts": 0,
                "result": None, "error": None, "worker": None}
         with _flock(d / ".lock"):
-            self._write(d, doc, None)
+            if max_pending is None:
+                self._write(d, doc, None)
+                return doc
+            with _flock(self.root / ".lock"):
+                counts = self._read_counts() if self._counts_path.exists() else self._scan_counts()
+                if counts.get("pending", 0) >= max_pending:
+                    raise QueueFull(f"{counts.get('pending', 0)} jobs are waiting")
+                atomic_write_json(d / "job.json", doc)
+                counts["pending"] = counts.get("pending", 0) + 1
+                atomic_write_json(self._counts_path, counts)
         return doc
 
     def get(self, job_id: str) -> dict:
@@ -185,7 +200,9 @@ class JobStore:
             now = time.time()
             doc.update(state="cancelled", finished=now, updated=now, message="cancelled")
             self._write(d, doc, old)
-            return doc
+        if old != "running":  # a running job's worker reads them, and drops them when it stops
+            self.drop_uploads(job_id)
+        return doc
 
     def requeue_if_stale(self, job_id: str, stale_after: float) -> bool:
         """running + heartbeat older than stale_after -> pending (True). Atomic: one caller wins."""
@@ -212,6 +229,27 @@ class JobStore:
             self._write(d, doc, "pending")
             return True
 
+    def claim_lost(self, job_id: str, lost_after: float, max_resends: int = 3) -> str | None:
+        """A queued job whose broker message is gone (checked by the caller): claim its re-send ("resend") for
+        one caller only, or fail it with the reason once it was re-sent `max_resends` times ("failed");
+        None when it is no longer such a job (started, cancelled, queued again meanwhile)."""
+        with self._locked(job_id) as d:
+            doc = self.get(job_id)
+            now = time.time()
+            if doc["state"] != "pending" or not doc.get("queued") or now - float(doc["queued"]) <= lost_after:
+                return None
+            n = int(doc.get("lost", 0))
+            if n >= max_resends:
+                doc.update(state="failed", updated=now, finished=now, message="failed",
+                           error=f"the job queue lost this job's message {n + 1} times (a broker restarted without "
+                                 "its data?); submit it again")
+                self._write(d, doc, "pending")
+                return "failed"
+            doc.update(queued=None, sending=now, updated=now, lost=n + 1, requeues=int(doc.get("requeues", 0)) + 1,
+                       message="re-sent: the job queue had lost its message")
+            self._write(d, doc, "pending")
+            return "resend"
+
     def fail_if_unqueued(self, job_id: str, older_than: float) -> bool:
         """pending, never handed to the broker, created more than older_than ago -> failed (True)."""
         with self._locked(job_id) as d:
@@ -234,10 +272,19 @@ class JobStore:
                 atomic_write_json(self._counts_path, counts)
         shutil.rmtree(d, ignore_errors=True)
 
-    def drop_uploads(self, job_id: str) -> None:
-        """A finished job's uploads (up to 256 MiB) are no use to anyone: free the space at once."""
+    def drop_uploads(self, job_id: str) -> bool:
+        """A finished job's uploads are no use to anyone: free the space at once. True when any was there."""
+        found = False
         for name in UPLOADS:
-            (self.dir(job_id) / name).unlink(missing_ok=True)
+            try:
+                (self.dir(job_id) / name).unlink()
+                found = True
+            except FileNotFoundError:
+                pass
+        return found
+
+    def has_uploads(self, job_id: str) -> bool:
+        return any((self.dir(job_id) / name).exists() for name in UPLOADS)
 
     # ------------------------------------------------------------------ reading
     def ids(self) -> list[str]:
@@ -265,11 +312,26 @@ class JobStore:
             return self.recount()
         return self._read_counts()
 
+    def _scan_counts(self) -> dict[str, int]:
+        c = dict.fromkeys(STATES, 0)
+        for doc in self.all():
+            c[doc["state"]] = c.get(doc["state"], 0) + 1
+        return c
+
     def recount(self) -> dict[str, int]:
         """Rebuild the counts from the jobs themselves (after a crash between a write and its count)."""
         with _flock(self.root / ".lock"):
-            c = dict.fromkeys(STATES, 0)
-            for doc in self.all():
-                c[doc["state"]] = c.get(doc["state"], 0) + 1
+            c = self._scan_counts()
             atomic_write_json(self._counts_path, c)
             return c
+
+    def page(self, state: str | None = None, limit: int = 50, before: float | None = None) -> tuple[list, float | None]:
+        """Jobs newest first (by creation), optionally of one state and created before `before` (the cursor):
+        at most `limit`, and the cursor of the next page (None at the end). The store holds what retention
+        and the queue cap leave, so one pass over it is cheap."""
+        docs = [d for d in self.all() if (state is None or d["state"] == state)
+                and (before is None or float(d["created"]) < before)]
+        docs.sort(key=lambda d: float(d["created"]), reverse=True)
+        more = len(docs) > limit
+        docs = docs[:limit]
+        return docs, (float(docs[-1]["created"]) if more and docs else None)

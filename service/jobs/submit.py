@@ -50,6 +50,12 @@ class JobQueue:
 
         send_job(self.celery(), self.settings, job_id)
 
+    def broker_job_ids(self) -> set[str] | None:
+        """The job ids whose message the broker holds (the reaper's check for lost messages)."""
+        from .celery_app import broker_job_ids
+
+        return broker_job_ids(self.celery(), self.settings)
+
     def _sent(self, _fut) -> None:
         with self._lock:
             self._sending -= 1
@@ -72,7 +78,8 @@ class JobQueue:
 
     def start_reaper(self) -> None:
         s = self.settings
-        self.reaper = Reaper(self.store, self.send_now, s.job_stale_after_s, s.job_retention_s, Registry(s.registry))
+        self.reaper = Reaper(self.store, self.send_now, s.job_stale_after_s, s.job_retention_s, Registry(s.registry),
+                             present=self.broker_job_ids, lost_after=s.job_lost_after_s)
         self.reaper.start()
 
     def close(self) -> None:

@@ -37,9 +37,13 @@ def _mode_of(folder: str, m: Manifest) -> int:
     raise UploadError(f"folder {folder!r} is not a mode label ({labels}) nor a mode index 0..{m.n_modes - 1}", 422)
 
 
-def _zip(data: bytes, m: Manifest, labeled: bool, max_images: int, max_bytes: int):
+def _src(data):
+    return io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
+
+
+def _zip(data, m: Manifest, labeled: bool, max_images: int, max_bytes: int):
     try:
-        zf = zipfile.ZipFile(io.BytesIO(data))
+        zf = zipfile.ZipFile(_src(data))
     except zipfile.BadZipFile as e:
         raise UploadError(f"not a valid zip file: {e}") from None
     infos = [i for i in zf.infolist() if not i.is_dir() and i.filename.lower().endswith(IMAGE_EXT)
@@ -75,7 +79,10 @@ def _zip(data: bytes, m: Manifest, labeled: bool, max_images: int, max_bytes: in
     return x, (np.asarray(ys, np.int64) if labeled else None)
 
 
-def _arrays(data: bytes, m: Manifest, labeled: bool, max_images: int):
+CHUNK_ROWS = 4096  # rows converted at a time: the float copy of a large upload never exists whole
+
+
+def _arrays(data, m: Manifest, labeled: bool, max_images: int):
     spec = m.image
     try:  # shapes, dtypes (no pickles) and declared sizes checked before anything is unpacked
         arrays = read_arrays(data, max_images, spec.channels * spec.height * spec.width, keys=("", "x", "y"))
@@ -96,38 +103,53 @@ def _arrays(data: bytes, m: Manifest, labeled: bool, max_images: int):
     if len(x) > max_images:
         raise UploadError(f"too many images: {len(x)} > {max_images}", 413)
     try:
-        xf = prepare_array_batch(x, m.image)
+        x8 = np.concatenate([model_to_uint8(prepare_array_batch(x[i:i + CHUNK_ROWS], m.image))
+                             for i in range(0, len(x), CHUNK_ROWS)]) if len(x) else np.zeros(0, np.uint8)
     except ValueError as e:
         raise UploadError(str(e)) from None
-    if len(xf) == 0:
+    if len(x8) == 0:
         raise UploadError("the set is empty")
     if not labeled:
-        return model_to_uint8(xf), None
+        return x8, None
     y = np.asarray(y)
-    if y.ndim != 1 or len(y) != len(xf):
-        raise UploadError(f"y must be a 1-d array of {len(xf)} labels, got shape {tuple(y.shape)}", 422)
+    if y.ndim != 1 or len(y) != len(x8):
+        raise UploadError(f"y must be a 1-d array of {len(x8)} labels, got shape {tuple(y.shape)}", 422)
     if not np.issubdtype(y.dtype, np.integer):
         raise UploadError(f"y must hold integer mode indices, got {y.dtype}", 422)
     if y.min() < 0 or y.max() >= m.n_modes:
         raise UploadError(f"labels must be mode indices 0..{m.n_modes - 1}", 422)
-    return model_to_uint8(xf), y.astype(np.int64)
+    return x8, y.astype(np.int64)
 
 
-def parse_set(data: bytes, filename: str | None, m: Manifest, labeled: bool, max_images: int = 100_000,
-              max_bytes: int = 256 << 20):
-    """A training-set upload -> (x uint8 NCHW, y int64 or None); UploadError (with its HTTP status) when
-    unusable. Nothing is unpacked before its declared size was checked: max_images images, max_bytes of
-    unpacked zip, MAX_IMAGE_FILE_BYTES per zipped image, core.images.MAX_PIXELS per image."""
-    if not data:
+def parse_set(data, filename: str | None, m: Manifest, labeled: bool, max_images: int = 100_000,
+              max_bytes: int = 256 << 20, max_stored: int | None = None):
+    """A training-set upload (bytes, or a seekable file such as an upload spooled to disk) -> (x uint8 NCHW,
+    y int64 or None); UploadError (with its HTTP status) when unusable. Nothing is unpacked before its
+    declared size was checked: max_images images, `max_stored` bytes of stored uint8 pixels (the per-job cap:
+    a small deflated .npz declaring a huge array is refused from its header), max_bytes of unpacked zip,
+    MAX_IMAGE_FILE_BYTES per zipped image, core.images.MAX_PIXELS per image."""
+    spec = m.image
+    if max_stored is not None:
+        rows = max_stored // (spec.channels * spec.height * spec.width)
+        if rows < 1:
+            raise UploadError(f"no room left under the per-job cap of stored pixels ({max_stored} bytes)", 413)
+        max_images = min(max_images, rows)
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        head = bytes(data[:6])
+    else:
+        data.seek(0)
+        head = data.read(6)
+        data.seek(0)
+    if not head:
         raise UploadError(f"the {'labeled' if labeled else 'unlabeled'} upload is empty")
-    if data[:4] == b"PK\x03\x04":
+    if head[:4] == b"PK\x03\x04":
         try:
-            names = zipfile.ZipFile(io.BytesIO(data)).namelist()
+            names = zipfile.ZipFile(_src(data)).namelist()
         except zipfile.BadZipFile as e:
             raise UploadError(f"not a valid zip file: {e}") from None
         if names and all(n.endswith(".npy") for n in names):  # an .npz
             return _arrays(data, m, labeled, max_images)
         return _zip(data, m, labeled, max_images, max_bytes)
-    if data[:6] == b"\x93NUMPY":
+    if head == b"\x93NUMPY":
         return _arrays(data, m, labeled, max_images)
     raise UploadError(f"{filename or 'upload'}: expected a .zip of class folders, an .npz or an .npy")

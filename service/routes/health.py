@@ -15,7 +15,14 @@ def _ready(request: Request):
     pool = getattr(request.app.state, "pool", None)
     if pool is None or not pool.ready or getattr(request.app.state, "draining", False):
         return error_response(503, "not ready", headers={"Retry-After": "1"})
-    return {"ready": True, "models": {n: rt.version for n, rt in pool.active.items()}}
+    down = pool.unavailable()
+    if down:  # a model of the registry that nothing serves: this replica cannot answer for it
+        return error_response(503, "not ready: " + "; ".join(f"model {n!r} cannot be served" for n in sorted(down)),
+                              detail=down, headers={"Retry-After": "30"})
+    out = {"ready": True, "models": {n: rt.version for n, rt in pool.active.items()}}
+    if pool.problems:
+        out["problems"] = pool.problems
+    return out
 
 
 LIVE_RESPONSES = {200: {"content": {"application/json": {"example": {"live": True}}}}}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import shutil
 import time
 
 import numpy as np
@@ -15,7 +17,7 @@ from core.prior_options import H_STEPS, INT_OPTIONS
 from .. import metrics as M
 from ..deps import AuthDep, JobsDep, PoolDep, RegistryDep, SettingsDep
 from ..errors import ApiError
-from ..jobs.store import JobNotFound
+from ..jobs.store import STATES, JobNotFound, QueueFull
 from ..jobs.submit import QueueUnavailable
 from ..jobs.uploads import UploadError, parse_set
 from ..schemas import ErrorBody, JobInfo
@@ -54,8 +56,23 @@ def _int(form, key: str) -> int:
     return n
 
 
-def _job_view(doc: dict) -> dict:
-    return {k: doc.get(k) for k in JobInfo.model_fields}
+def _job_view(doc: dict, workers: list | None = None) -> dict:
+    out = {k: doc.get(k) for k in JobInfo.model_fields}
+    if doc.get("state") == "pending" and workers is not None and not any(w["alive"] for w in workers):
+        out["hint"] = "no worker is running: start one with `nemgan worker` (GET /v1/workers lists them)"
+    return out
+
+
+def _queue_full(settings) -> ApiError:
+    M.REJECTED.labels("jobs_queue_full").inc()
+    return ApiError(429, f"too many jobs are waiting for a worker (the cap is {settings.max_queued_jobs}: "
+                         "NEMGAN_MAX_QUEUED_JOBS); submit again later",
+                    headers={"Retry-After": str(max(5, int(settings.retry_after_s)))})
+
+
+def _check_queue_room(jobs, settings) -> None:
+    if jobs.counts().get("pending", 0) >= settings.max_queued_jobs:
+        raise _queue_full(settings)
 
 
 def _observe_finished(app, doc: dict) -> None:
@@ -79,14 +96,20 @@ async def learn(request: Request, _: AuthDep, settings: SettingsDep, registry: R
     ctype = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
     if ctype != "multipart/form-data":
         raise ApiError(415, "send multipart/form-data with a 'labeled' file")
+    _check_queue_room(jobs, settings)  # before the body is read: a full queue costs no upload
+    # Starlette spools each file part to a temporary file past 1 MiB: the uploads are never held in memory
     form = await request.form(max_files=4, max_fields=50, max_part_size=settings.max_job_upload_bytes)
     try:
         name = form.get("model") or pool.default_name
         if not isinstance(name, str) or not name:
             raise ApiError(404, "no model")
         registry.versions(name)
-        version = form.get("version") or registry.active(name)
-        manifest = registry.manifest(name, str(version))
+        if form.get("version"):
+            version = str(form.get("version"))
+            manifest = await asyncio.to_thread(registry.check, name, version)  # 422 when it cannot be served
+        else:
+            rt = await pool.get(name, None)  # what is served (503 when nothing is), not whatever is on disk
+            version, manifest = rt.version, rt.manifest
         method = form.get("method") or "kl"
         if method not in ("kl", "l1"):
             raise ApiError(422, f"method must be 'kl' or 'l1', got {method!r}")
@@ -99,28 +122,36 @@ async def learn(request: Request, _: AuthDep, settings: SettingsDep, registry: R
         unl = form.get("unlabeled")
         if unl is not None and not isinstance(unl, UploadFile):
             raise ApiError(422, "'unlabeled' must be a file")
-        lab_bytes = await lab.read()
-        unl_bytes = await unl.read() if unl is not None else None
+        queue = request.app.state.job_queue  # the jobs' own threads (2): at most two uploads decoded at once
+        cap, room = settings.max_job_upload_bytes, settings.max_job_unpacked_bytes
+        try:
+            x_l, y_l = await queue.run(parse_set, lab.file, lab.filename, manifest, True, 100_000, cap, room)
+            x_u = None
+            if unl is not None:
+                x_u, _y = await queue.run(parse_set, unl.file, unl.filename, manifest, False, 100_000, cap,
+                                          room - x_l.nbytes - y_l.nbytes)
+        except UploadError as e:
+            hint = (f" (a job's uploads may take {room} bytes once unpacked: NEMGAN_MAX_JOB_UNPACKED_BYTES)"
+                    if e.status == 413 else "")
+            raise ApiError(e.status, str(e) + hint) from None
     finally:
         await form.close()
-    queue = request.app.state.job_queue  # the jobs' own threads: never those inference needs
-    try:
-        cap = settings.max_job_upload_bytes
-        x_l, y_l = await queue.run(parse_set, lab_bytes, lab.filename, manifest, True, 100_000, cap)
-        x_u = None
-        if unl_bytes is not None:
-            x_u, _y = await queue.run(parse_set, unl_bytes, unl.filename, manifest, False, 100_000, cap)
-    except UploadError as e:
-        raise ApiError(e.status, str(e)) from None
     if x_u is None and not _default_unlabeled_available(manifest, settings):
         raise ApiError(422, "no 'unlabeled' set uploaded and the model's training data set "
                             f"{manifest.data.get('training', {}).get('dataset')!r} is not available on the server")
-    params.update(n_labeled=int(len(x_l)), n_unlabeled=None if x_u is None else int(len(x_u)))
+    params.update(n_labeled=len(x_l), n_unlabeled=None if x_u is None else len(x_u))
     job_id = jobs.new_id()
     d = jobs.dir(job_id)
     d.mkdir(parents=True)
-    await queue.run(_save, d, x_l, y_l, x_u)
-    jobs.create(job_id, params)
+    try:
+        await queue.run(_save, d, x_l, y_l, x_u)
+        jobs.create(job_id, params, max_pending=settings.max_queued_jobs)
+    except QueueFull:
+        shutil.rmtree(d, ignore_errors=True)
+        raise _queue_full(settings) from None
+    except BaseException:
+        shutil.rmtree(d, ignore_errors=True)
+        raise
     try:
         await queue.send(job_id)
     except QueueUnavailable as e:
@@ -155,17 +186,48 @@ def _save(d, x_l, y_l, x_u) -> None:
         np.savez(d / "unlabeled.npz", x=x_u)
 
 
+def _workers(settings) -> list[dict]:
+    from ..jobs.workers import list_workers
+
+    return list_workers(settings.jobs)
+
+
+@router.get("/v1/jobs", summary="Jobs newest first (filter by state; pages of at most 200: pass `next` as before)",
+            responses={200: {"content": {"application/json": {"example": {
+                "jobs": [{**JOB_EXAMPLE, "state": "pending", "result": None,
+                          "hint": "no worker is running: start one with `nemgan worker`"}],
+                "next": None, "workers_alive": 0}}}}, 422: {"model": ErrorBody}})
+async def list_jobs(jobs: JobsDep, settings: SettingsDep, state: str | None = None, limit: int = 50,
+                    before: float | None = None):
+    if state is not None and state not in STATES:
+        raise ApiError(422, f"state must be one of {', '.join(STATES)}, got {state!r}")
+    if not 1 <= limit <= 200:
+        raise ApiError(422, f"limit must be in 1..200, got {limit}")
+    docs, nxt = await asyncio.to_thread(jobs.page, state, limit, before)
+    workers = _workers(settings)
+    return {"jobs": [_job_view(d, workers) for d in docs], "next": nxt,
+            "workers_alive": sum(w["alive"] for w in workers)}
+
+
+@router.get("/v1/workers", summary="Workers seen in the last day (alive: beat within 3 intervals)",
+            responses={200: {"content": {"application/json": {"example": {"alive": 1, "workers": [
+                {"id": "gpu-node-1-4242", "host": "gpu-node-1", "pid": 4242, "alive": True, "age_s": 1.2}]}}}}})
+async def list_workers_route(settings: SettingsDep):
+    workers = _workers(settings)
+    return {"alive": sum(w["alive"] for w in workers), "workers": workers}
+
+
 @router.get("/v1/jobs/{job_id}", response_model=JobInfo, responses={
     200: {"content": {"application/json": {"example": JOB_EXAMPLE}}}, 404: {"model": ErrorBody}},
     summary="Job state, progress and, when done, the learned priors, metrics and new version")
-async def get_job(job_id: str, request: Request, jobs: JobsDep):
+async def get_job(job_id: str, request: Request, jobs: JobsDep, settings: SettingsDep):
     try:
         doc = jobs.get(job_id)
     except JobNotFound as e:
         raise ApiError(404, str(e)) from None
     if doc["state"] in ("succeeded", "failed", "cancelled"):
         _observe_finished(request.app, doc)
-    return _job_view(doc)
+    return _job_view(doc, _workers(settings) if doc["state"] == "pending" else None)
 
 
 async def _cancel(job_id: str, jobs) -> dict:
