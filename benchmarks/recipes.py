@@ -34,6 +34,7 @@ RUNS = REPO / "runs" / "recipes"
 # name: (preset, overrides, steps, role). "ablation" rows switch one extension off the ours recipe.
 # fmnist-10pc before it took the clothes' warp and sup_weight 3 (rows that ran with it say so).
 _FMNIST_10PC_V1 = {"aug_flip": False, "aug_rotate": 15.0, "aug_shear": 10.0, "sup_weight": 1.0}
+_MMGAN_GFROZEN_DHALF = {"latent_kind": "mmgan-static", "h_mode_start": -1, "h_freeze_patience": 0, "d_width": 16}
 ROWS: dict[str, tuple[str, dict, int, str]] = {
     "mnist-unsup": ("mnist-unsup", {}, 4000, "ours"),
     "mnist-unsup-seed1": ("mnist-unsup", {"seed": 1}, 3000, "seed"),
@@ -80,6 +81,10 @@ ROWS: dict[str, tuple[str, dict, int, str]] = {
     # 10 labels a class, seen 64 at a time every step, are memorised fast: weigh them less than the unlabeled terms?
     "fmnist-10pc-sup03": ("fmnist-10pc", {"sup_weight": 0.3}, 2000, "variant"),
     "fmnist-10pc-supwarp": ("fmnist-10pc", {"sup_weight": 1.0, "sup_warp": True}, 2000, "variant"),
+    # The critic sees h's cluster of each real image (d_pseudo_labels, no labels): g's mode k must look like
+    # the real images h puts in cluster k, not merely be called k by h.
+    "mnist-pl": ("mnist-unsup", dict(_MMGAN_GFROZEN_DHALF, d_pseudo_labels=True), 5000, "variant"),
+    "mnist-pl-seed1": ("mnist-unsup", dict(_MMGAN_GFROZEN_DHALF, d_pseudo_labels=True, seed=1), 5000, "variant"),
     "mnist-unsup-paper": ("mnist-unsup-paper", {}, 2000, "paper"),
     "mnist-abl-no-im": ("mnist-unsup", {"im_weight": 0.0, "h_freeze_patience": 0}, 2000, "ablation"),
     "mnist-abl-no-cons": ("mnist-unsup", {"consistency_weight": 0.0, "h_freeze_patience": 0}, 2000, "ablation"),

@@ -20,7 +20,7 @@ from core.prior_options import ALPHA_STEPS, H_STEPS
 from .common import check_fields, fail, need, parse_value
 
 # What a run folder holds (training/train.py); --force removes exactly these before a fresh run.
-RUN_FILES = ("last.pt", "best.pt", "options.json", "stats.jsonl", "summary.json", "samples")
+RUN_FILES = ("last.pt", "best.pt", "options.json", "stats.jsonl", "summary.json", "samples", "restarts.json")
 
 
 def run_folder(out: Optional[str], default: str, dry_run: bool, resume: bool, force: bool) -> str:
@@ -35,12 +35,11 @@ def run_folder(out: Optional[str], default: str, dry_run: bool, resume: bool, fo
             return tempfile.mkdtemp(prefix="nemgan-dry-run-")
         out = default
     d = Path(out)
-    if (d / "last.pt").is_file() and not resume:
+    if ((d / "last.pt").is_file() or (d / "restarts.json").is_file()) and not resume:
         if not force:
             fail(f"{d} already holds a run (last.pt): pass --resume to continue it, --force to replace it, "
                  "or another --out")
-        for name in RUN_FILES:
-            f = d / name
+        for f in [d / name for name in RUN_FILES] + sorted(d.glob("restart-*")):
             shutil.rmtree(f) if f.is_dir() else f.unlink(missing_ok=True)
     return out
 
@@ -84,6 +83,7 @@ def train(
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Any TrainConfig field, e.g. --set latent_dim=64 --set c2=false. Repeatable.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last.pt with the options in its options.json (the options given here override them; only run options such as --steps may differ).")] = False,
     force: Annotated[bool, typer.Option(help="Replace the run already in --out (its checkpoints, stats and samples).")] = False,
+    restarts: Annotated[int, typer.Option(min=1, help="Train this many seeds (--seed, --seed+1, ...) into --out/restart-<i>/ and keep, as --out/best.pt, the one whose h has the highest held-out I(image; mode) on unlabeled images: no label is read. All are recorded in --out/restarts.json.")] = 1,
     dry_run: Annotated[bool, typer.Option(help="Run 3 steps on fake data in a temporary folder: a cheap smoke test.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ):
@@ -147,7 +147,14 @@ def train(
             from training.distributed import launch
 
             raise typer.Exit(launch(cfg, nproc, resume=resume, progress=progress))
-        summary = run_train(cfg, resume=resume, progress=progress)
+        if restarts > 1:
+            if nproc > 1:
+                fail("--restarts runs one process per restart: use --nproc 1")
+            from training.restarts import train_restarts
+
+            summary = train_restarts(cfg, restarts, resume=resume, progress=progress)
+        else:
+            summary = run_train(cfg, resume=resume, progress=progress)
     except (ValueError, DataError, FileNotFoundError) as e:
         # A run that fails before its first checkpoint leaves nothing behind in a folder it created.
         if fresh and os.environ.get("RANK", "0") == "0" and not (run_dir / "last.pt").exists():

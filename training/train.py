@@ -274,6 +274,20 @@ class Trainer:
         return random_affine(x, self.gen, cfg.aug_rotate, cfg.aug_scale, cfg.aug_shear, cfg.aug_shift,
                              flip=cfg.aug_flip)
 
+    def real_classes(self, idx: torch.Tensor | np.ndarray, x_real: torch.Tensor) -> torch.Tensor:
+        """The class of each real image for the K-output critic: its label (supervised MM-GAN) or, with
+        d_pseudo_labels, the EMA h's cluster (no label read; the EMA h moves slowly, so the critic's
+        heads see a steady split of the real data)."""
+        if self.cfg.supervised_mmgan:
+            return torch.from_numpy(self.y_train[idx]).long().to(self.device)
+        h = self.ema.h
+        was = h.training  # (ema 0: the live h, whose batch-norm must not count this batch)
+        h.eval()
+        with torch.no_grad():
+            y = h(x_real)[1].argmax(1)
+        h.train(was)
+        return y
+
     def gp_eps(self) -> torch.Tensor:
         return to_device(self.dist.shard(torch.rand(self.cfg.batch_size, 1, 1, 1)), self.device)
 
@@ -290,7 +304,7 @@ class Trainer:
         stats: dict[str, float] = {}
         if cfg.lr_decay_steps:
             self.set_learning_rates()
-        sup_mm = cfg.supervised_mmgan
+        cond_d = cfg.conditional_d
 
         # 1. discriminator / critic
         for _ in range(cfg.n_critic):
@@ -300,9 +314,8 @@ class Trainer:
                 z, modes = self.sample_latent()
                 x_fake = self.G(z)
             d_real, d_fake = self.D(x_real), self.D(x_fake)
-            if sup_mm:
-                y_real = torch.from_numpy(self.y_train[idx]).long().to(self.device)
-                loss_d = L.d_loss_supervised(d_real, y_real, d_fake)
+            if cond_d:
+                loss_d = L.d_loss_supervised(d_real, self.real_classes(idx, x_real), d_fake)
             elif cfg.gan_loss == "wgan-gp":
                 loss_d = L.d_loss_wgan(d_real, d_fake) + cfg.gp_weight * L.gradient_penalty(m.d, x_real, x_fake, self.gp_eps())
             else:
@@ -316,7 +329,7 @@ class Trainer:
         z, modes = self.sample_latent()
         x = self.G(z)
         d_fake = self.D(x)
-        if sup_mm:
+        if cond_d:
             loss_adv = L.g_loss_supervised(d_fake, modes)
         else:
             loss_adv = L.g_loss_wgan(d_fake) if cfg.gan_loss == "wgan-gp" else L.g_loss_gan(d_fake)
@@ -400,6 +413,8 @@ class Trainer:
         out = {"val_mi": float(marg - cond), "val_modes_used": int((usage > 0.2 / self.model.n_modes).sum()),
                "val_usage_max": float(usage.max())}
         out["val_gen_agree"] = self.gen_agreement()
+        if self.y_val is None:  # unlabeled data: the label-free metrics only
+            return out
         if self.y_val is None:  # unlabeled data: the label-free metrics only
             return out
         rep = clustering_report(self.y_val, pred)
