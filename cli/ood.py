@@ -18,7 +18,7 @@ from .common import fail, need
 def calibrate_ood(
     model_dir: Annotated[Path, typer.Argument(help="Exported model directory (manifest.json).")],
     data: Annotated[Optional[str], typer.Option(help="In-distribution images: a preset or path (train split). Default: the model's training set, from its manifest.")] = None,
-    components: Annotated[str, typer.Option(help="Comma-separated: latent_mahalanobis (no extra network call), pixel_mse (runs g on every clustered image).")] = "latent_mahalanobis",
+    components: Annotated[str, typer.Option(help="Comma-separated: latent_mahalanobis (no extra network call), pixel_pca (the image outside the training images' top principal components; one small matmul), pixel_mse (runs g on every clustered image).")] = "latent_mahalanobis,pixel_pca",
     fpr: Annotated[float, typer.Option(help="False-positive rate on held-out in-distribution images that sets the threshold.")] = 0.05,
     seed: Annotated[int, typer.Option(help="Seed of the fit / held-out split.")] = 0,
     data_root: Annotated[Optional[Path], typer.Option(help="Data root (default: $NEMGAN_DATA_DIR or ../shared/data).")] = None,

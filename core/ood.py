@@ -3,27 +3,36 @@
 Torch-free (numpy only): the service scores every clustered image with it in the batch thread, export
 and `nemgan calibrate-ood` fit it, and benchmarks/ood_auroc.py measures it, all through this one file.
 
-The score only uses what the model computes anyway, plus statistics of the training data:
+The score only uses what the model computes anyway (or the image itself), plus statistics of the training data:
 
     latent_mahalanobis   d(x) = |W_k^T (h1(x) - mu_k)|^2 / D, k = argmax h2(h1(x)): how far the latent of x
                          lies from the latents of the training images h2 put in the same mode (mu_k, and
                          W_k W_k^T = the inverse of their covariance, shrunk towards the pooled one).
                          Needs only z and logits, so it costs no extra network call.
     pixel_mse            mean (g(h1(x)) - x)^2: the image's own reconstruction error. Needs one g call.
+    pixel_pca            (|x - m|^2 - |B^T (x - m)|^2) / D: the energy of the image outside the top-P principal
+                         components B [D,P] (P = 64 by default) of the training images (mean m), per pixel. No
+                         network call: one [N,D]x[D,P] matmul on the image the service already holds.
 
 score = mean over the chosen components of (log v - mean_log) / std_log, the mean and std taken on the
 calibration images, so 0 is a typical training image. The flag is score > threshold, the threshold
 being the (1 - fpr) quantile of the score on held-out training images (fpr: the stated false-positive
 rate on in-distribution data).
 
-Why these two (benchmarks/ood_auroc.py measures every candidate): the entropy of h2 is useless here,
-h2 is *more* confident on uniform noise than on digits (AUROC 0.00 on noise); the latent norm and the
-latent reconstruction |h1(g(h1(x))) - h1(x)| separate less than the class-conditional latent distance.
-latent_mahalanobis alone meets AUROC >= 0.95 on every pair we measure and keeps /v1/cluster at one
-network call; adding pixel_mse raises MNIST vs Fashion-MNIST but runs g on every image (~2.3x compute).
+Why latent_mahalanobis + pixel_pca is the default (benchmarks/ood_auroc.py measures every candidate):
+the entropy of h2 is useless here, h2 is *more* confident on uniform noise than on digits (AUROC 0.00 on
+noise); the latent norm and the latent reconstruction |h1(g(h1(x))) - h1(x)| separate less than the
+class-conditional latent distance. latent_mahalanobis alone stopped at AUROC 0.946 for models/mnist vs
+Fashion-MNIST; pixel_mse lifts that to 0.972 but runs g on every image (PNG /v1/cluster about half as
+fast). pixel_pca sees the same thing pixel_mse sees (an image not made of the training images' strokes)
+through a linear model of the training images instead of g, so it costs one small matmul: both MNIST
+models reach >= 0.98 vs Fashion-MNIST and 1.00 vs inverted digits and uniform noise
+(docs/results/ood_auroc.txt; the cost in docs/results/ood_cost.json, benchmarks/ood_cost.py).
 
-The fitted statistics live in `ood.npz` (means [K,D], whiten [K,D,D]) beside the manifest, whose `ood`
-section holds the rest (components, log mean/std, threshold, fpr, how it was calibrated).
+The fitted statistics live in `ood.npz` (means [K,D], whiten [K,D,D]; with pixel_pca also pca_mean [D]
+and pca_basis [D,P]) beside the manifest, whose `ood` section holds the rest (components, log mean/std,
+threshold, fpr, how it was calibrated). Manifests written before pixel_pca (latent only) load and score
+as they did.
 """
 
 from __future__ import annotations
@@ -38,8 +47,11 @@ from .errors import ManifestError
 
 LATENT = "latent_mahalanobis"
 PIXEL = "pixel_mse"
-COMPONENTS = (LATENT, PIXEL)
-DEFAULT_COMPONENTS = (LATENT,)
+PIXEL_PCA = "pixel_pca"
+COMPONENTS = (LATENT, PIXEL, PIXEL_PCA)
+DEFAULT_COMPONENTS = (LATENT, PIXEL_PCA)
+PCA_DIMS = 64  # principal components pixel_pca keeps (fewer when the images have fewer pixels or are few)
+_EXACT_PCA_MAX_DIM = 4096  # up to this many values per image the PCA is an exact eigendecomposition
 DEFAULT_FPR = 0.05
 FILE = "ood.npz"
 _EPS = 1e-12
@@ -61,6 +73,41 @@ def pixel_mse(x: np.ndarray, recon: np.ndarray) -> np.ndarray:
     return np.einsum("nd,nd->n", d, d) / np.float32(d.shape[1])
 
 
+def pixel_pca(x: np.ndarray, mean: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    """(|x - m|^2 - |B^T (x - m)|^2) / D per row: the energy of x outside the span of B's orthonormal columns."""
+    d = np.asarray(x, np.float32).reshape(len(x), -1) - mean
+    p = d @ basis
+    r = np.einsum("nd,nd->n", d, d) - np.einsum("np,np->n", p, p)
+    return np.maximum(r, np.float32(0)) / np.float32(d.shape[1])
+
+
+def fit_pca(x: np.ndarray, dims: int = PCA_DIMS, seed: int = 0) -> tuple[np.ndarray, np.ndarray, float]:
+    """Mean [D], top-`dims` principal directions [D,P] (orthonormal columns) of the rows of x, and the share
+    of the variance they explain. Exact (eigendecomposition of the covariance) up to D = 4096; above, a
+    seeded randomized subspace iteration, so a 64x64 RGB model (D = 12288) needs no D x D matrix."""
+    x = np.asarray(x, np.float32).reshape(len(x), -1)
+    n, d = x.shape
+    p = int(max(1, min(dims, d - 1, n - 1)))
+    mean = x.mean(0, dtype=np.float64)
+    total = float(((x - mean.astype(np.float32)) ** 2).sum(dtype=np.float64) / n)
+    if d <= _EXACT_PCA_MAX_DIM:
+        c = x.astype(np.float64) - mean
+        w, v = np.linalg.eigh(c.T @ c / n)
+        order = np.argsort(w)[::-1][:p]
+        basis, kept = v[:, order], float(np.clip(w[order], 0, None).sum())
+    else:
+        m32 = mean.astype(np.float32)
+        k = min(p + 16, d, n)
+        q = np.random.default_rng(seed).standard_normal((d, k)).astype(np.float32)
+        for _ in range(6):  # subspace iteration on C^T C, re-orthonormalised each step
+            y = x @ q - m32 @ q
+            q, _ = np.linalg.qr(x.T @ y - np.outer(m32, y.sum(0)))
+        b = (x @ q - m32 @ q).T  # [k, n]: C q, transposed
+        u, s, _ = np.linalg.svd(b.astype(np.float64), full_matrices=False)
+        basis, kept = (q.astype(np.float64) @ u)[:, :p], float((s[:p] ** 2).sum() / n)
+    return mean.astype(np.float32), basis.astype(np.float32), (kept / total if total > 0 else 1.0)
+
+
 @dataclass
 class OodCalibration:
     components: tuple[str, ...]
@@ -71,11 +118,18 @@ class OodCalibration:
     threshold: float
     fpr: float
     info: dict = field(default_factory=dict)
+    pca_mean: np.ndarray | None = None  # [D] float32, with pixel_pca
+    pca_basis: np.ndarray | None = None  # [D, P] float32, with pixel_pca
 
     @property
     def needs_reconstruction(self) -> bool:
         """Whether the score needs g(h1(x)) (one more network call per image)."""
         return PIXEL in self.components
+
+    @property
+    def needs_image(self) -> bool:
+        """Whether the score needs the image x itself (model range, as h1 gets it)."""
+        return PIXEL in self.components or PIXEL_PCA in self.components
 
     def values(self, z, logits, x=None, recon=None) -> dict[str, np.ndarray]:
         """The raw component values per image (before the log and the standardisation)."""
@@ -86,6 +140,10 @@ class OodCalibration:
             if x is None or recon is None:
                 raise ValueError("this OOD score needs the image and its reconstruction g(h1(x))")
             out[PIXEL] = pixel_mse(x, recon)
+        if PIXEL_PCA in self.components:
+            if x is None:
+                raise ValueError("this OOD score needs the image x (pixel_pca)")
+            out[PIXEL_PCA] = pixel_pca(x, self.pca_mean, self.pca_basis)
         return out
 
     def score(self, z, logits, x=None, recon=None) -> np.ndarray:
@@ -108,7 +166,10 @@ class OodCalibration:
 
     def save(self, model_dir: str | Path) -> Path:
         p = Path(model_dir) / FILE
-        np.savez(p, means=self.means.astype(np.float32), whiten=self.whiten.astype(np.float32))
+        arrays = {"means": self.means.astype(np.float32), "whiten": self.whiten.astype(np.float32)}
+        if self.pca_basis is not None:
+            arrays.update(pca_mean=self.pca_mean.astype(np.float32), pca_basis=self.pca_basis.astype(np.float32))
+        np.savez(p, **arrays)
         return p
 
     @classmethod
@@ -116,12 +177,20 @@ class OodCalibration:
         validate_section(section, model_dir)
         with np.load(Path(model_dir) / section["file"], allow_pickle=False) as f:
             means, whiten = f["means"].astype(np.float32), f["whiten"].astype(np.float32)
+            pca_mean = f["pca_mean"].astype(np.float32) if "pca_mean" in f.files else None
+            pca_basis = f["pca_basis"].astype(np.float32) if "pca_basis" in f.files else None
         if means.ndim != 2 or whiten.shape != (*means.shape, means.shape[1]):
             raise ManifestError(f"{model_dir}/{section['file']}: means {means.shape} / whiten {whiten.shape} "
                                 "are not [K,D] / [K,D,D]")
+        if PIXEL_PCA in section["components"]:
+            if pca_mean is None or pca_basis is None:
+                raise ManifestError(f"{model_dir}/{section['file']}: pixel_pca needs pca_mean and pca_basis")
+            if pca_mean.ndim != 1 or pca_basis.ndim != 2 or pca_basis.shape[0] != pca_mean.shape[0]:
+                raise ManifestError(f"{model_dir}/{section['file']}: pca_mean {pca_mean.shape} / pca_basis "
+                                    f"{pca_basis.shape} are not [D] / [D,P]")
         return cls(tuple(section["components"]), means, whiten, dict(section["log_mean"]),
                    dict(section["log_std"]), float(section["threshold"]), float(section["fpr"]),
-                   dict(section.get("calibration") or {}))
+                   dict(section.get("calibration") or {}), pca_mean=pca_mean, pca_basis=pca_basis)
 
 
 def combine(values: dict[str, np.ndarray], log_mean: dict, log_std: dict) -> np.ndarray:
@@ -158,11 +227,13 @@ def fit_latent(z: np.ndarray, modes: np.ndarray, n_modes: int) -> tuple[np.ndarr
 
 
 def fit(z_fit, logits_fit, z_hold, logits_hold, *, x_fit=None, recon_fit=None, x_hold=None, recon_hold=None,
-        components=DEFAULT_COMPONENTS, fpr: float = DEFAULT_FPR, info: dict | None = None) -> OodCalibration:
+        components=DEFAULT_COMPONENTS, fpr: float = DEFAULT_FPR, info: dict | None = None,
+        pca_dims: int = PCA_DIMS) -> OodCalibration:
     """Fit the statistics on one set of training images and set the threshold on another (held out).
 
     The threshold is the (1 - fpr) quantile of the score on the held-out images, so about `fpr` of
-    in-distribution images are flagged; the held-out rate actually reached is recorded in `info`."""
+    in-distribution images are flagged; the held-out rate actually reached is recorded in `info`.
+    pixel_pca needs the images (x_fit, x_hold, model range); its principal components come from x_fit."""
     components = tuple(components)
     if not components or any(c not in COMPONENTS for c in components):
         raise ValueError(f"OOD components must be a non-empty subset of {COMPONENTS}, got {components}")
@@ -171,6 +242,12 @@ def fit(z_fit, logits_fit, z_hold, logits_hold, *, x_fit=None, recon_fit=None, x
     k = int(np.asarray(logits_fit).shape[1])
     means, whiten = fit_latent(z_fit, np.asarray(logits_fit).argmax(1), k)
     cal = OodCalibration(components, means, whiten, {}, {}, 0.0, fpr)
+    pca_info = {}
+    if PIXEL_PCA in components:
+        if x_fit is None or x_hold is None:
+            raise ValueError("pixel_pca needs the calibration images (x_fit, x_hold)")
+        cal.pca_mean, cal.pca_basis, explained = fit_pca(x_fit, pca_dims)
+        pca_info = {"pixel_pca": {"dims": int(cal.pca_basis.shape[1]), "explained_variance": round(explained, 4)}}
     for name, v in cal.values(z_fit, logits_fit, x_fit, recon_fit).items():
         lv = np.log(np.maximum(v.astype(np.float64), _EPS))
         cal.log_mean[name] = float(lv.mean())
@@ -178,7 +255,7 @@ def fit(z_fit, logits_fit, z_hold, logits_hold, *, x_fit=None, recon_fit=None, x
     s = cal.score(z_hold, logits_hold, x_hold, recon_hold)
     cal.threshold = float(np.quantile(s.astype(np.float64), 1 - fpr))
     cal.info = {**(info or {}), "n_fit": len(z_fit), "n_holdout": len(z_hold),
-                "holdout_fpr": float(np.mean(s > cal.threshold))}
+                "holdout_fpr": float(np.mean(s > cal.threshold)), **pca_info}
     return cal
 
 

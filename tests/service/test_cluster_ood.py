@@ -59,7 +59,8 @@ def test_every_result_has_an_ood_score_and_noise_is_flagged(client, train_imgs):
     r = client.post("/v1/cluster", content=npy_bytes(train_imgs), headers=NPY)
     assert r.status_code == 200
     body = r.json()
-    assert body["ood"]["fpr"] == 0.05 and body["ood"]["components"] == ["latent_mahalanobis"]
+    # the export default: the latent distance and the image's energy outside the training images' principal components
+    assert body["ood"]["fpr"] == 0.05 and body["ood"]["components"] == ["latent_mahalanobis", "pixel_pca"]
     ins = body["results"]
     assert all(isinstance(x["ood_score"], float) and isinstance(x["ood"], bool) for x in ins)
     assert np.mean([x["ood"] for x in ins]) <= 0.25  # in-distribution: ~5% flagged
@@ -106,3 +107,59 @@ def test_uncalibrated_model_answers_without_ood_fields(make_client, settings, ti
     c = make_client(settings.model_copy(update={"model_dirs": [d]}))
     body = c.post("/v1/cluster", content=npy_bytes(train_imgs[:3]), headers=NPY).json()
     assert body["ood"] is None and "ood_score" not in body["results"][0]
+
+
+def _png(im: np.ndarray) -> bytes:
+    b = io.BytesIO()
+    Image.fromarray(im).save(b, "PNG")
+    return b.getvalue()
+
+
+def test_pixel_pca_scores_clustered_pngs_as_the_calibration_does(client, tiny_model_dir, train_imgs):
+    """The default score (latent distance + pixel_pca) of PNG uploads: the service's figure is the one the
+    calibration computes from the same image, latent and logits; strange images score higher."""
+    from core.images import U8_TO_MODEL
+    from core.manifest import load_manifest
+    from core.ood import PIXEL_PCA, OodCalibration
+    from training.calibrate import Networks
+
+    cal = OodCalibration.load(load_manifest(tiny_model_dir).data["ood"], tiny_model_dir)
+    assert PIXEL_PCA in cal.components and cal.pca_basis.shape[0] == 28 * 28 and not cal.needs_reconstruction
+    noise = np.random.default_rng(1).integers(0, 256, (4, 28, 28), dtype=np.uint8)
+    imgs = np.concatenate([train_imgs[:4], noise])
+    r = client.post("/v1/cluster", files=[("files", (f"{i}.png", _png(im), "image/png")) for i, im in enumerate(imgs)])
+    assert r.status_code == 200, r.text
+    got = [x["ood_score"] for x in r.json()["results"]]
+    x = U8_TO_MODEL[imgs[:, None]]
+    z, logits = Networks(tiny_model_dir).h(x)
+    np.testing.assert_allclose(got, cal.score(z, logits, x), rtol=1e-3, atol=1e-3)
+    assert min(got[4:]) > max(got[:4])
+
+
+def test_latent_only_calibration_still_serves(make_client, settings, tiny_model_dir, tmp_path, train_imgs):
+    """A model calibrated before pixel_pca (latent_mahalanobis only; ood.npz without the basis) loads and
+    scores with the latent distance alone."""
+    import json
+    import shutil
+
+    from core import ood
+    from core.manifest import load_manifest, write_manifest
+
+    d = tmp_path / "old" / "tiny"
+    shutil.copytree(tiny_model_dir, d)
+    data = json.loads((d / "manifest.json").read_text())
+    full = ood.OodCalibration.load(data["ood"], d)
+    np.savez(d / "ood.npz", means=full.means, whiten=full.whiten)  # the old file format
+    for key in ("log_mean", "log_std"):
+        data["ood"][key] = {ood.LATENT: data["ood"][key][ood.LATENT]}
+    data["ood"]["components"] = [ood.LATENT]
+    write_manifest(d, data)
+    c = make_client(settings.model_copy(update={"model_dirs": [d]}))
+    body = c.post("/v1/cluster?return_latent=1", content=npy_bytes(train_imgs[:6]), headers=NPY).json()
+    assert body["ood"]["components"] == [ood.LATENT]
+    cal = ood.OodCalibration.load(load_manifest(d).data["ood"], d)
+    z = np.array([x["latent"] for x in body["results"]], np.float32)
+    modes = [x["mode"] for x in body["results"]]
+    want = (np.log(ood.latent_mahalanobis(z, np.array(modes), cal.means, cal.whiten)) - cal.log_mean[ood.LATENT]) \
+        / cal.log_std[ood.LATENT]
+    np.testing.assert_allclose([x["ood_score"] for x in body["results"]], want, rtol=1e-3, atol=1e-3)

@@ -44,9 +44,9 @@ def test_calibration_reproduces_and_scores_noise_as_ood(tiny_model_dir, tmp_path
     train = training_images(man.data)
     noise = np.random.default_rng(0).integers(0, 256, (64, 1, 28, 28), dtype=np.uint8)
     z, logits = nets.h(U8_TO_MODEL[noise])
-    assert np.mean(cal.flag(cal.score(z, logits))) > 0.9
+    assert np.mean(cal.flag(cal.score(z, logits, U8_TO_MODEL[noise]))) > 0.9
     z, logits = nets.h(U8_TO_MODEL[train])
-    assert np.mean(cal.flag(cal.score(z, logits))) < 0.2
+    assert np.mean(cal.flag(cal.score(z, logits, U8_TO_MODEL[train]))) < 0.2
 
 
 def test_calibrate_on_given_images_and_with_the_pixel_term(tiny_model_dir, tmp_path):
