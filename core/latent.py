@@ -82,6 +82,11 @@ class LatentSpec:
             raise ManifestError(f"cannot read latent file {path}: {e}") from e
 
 
+# sigma beyond this only feeds g latents far outside anything it was trained on (the papers use 0.25..2):
+# pictures of nothing, and near float32's range non-finite pixels. The service and the CLI refuse it.
+SIGMA_MAX = 10.0
+
+
 def sample_latents(spec: LatentSpec, n: int, mode: int | None = None, sigma: float = 1.0,
                    seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Draw n latents from a validated spec. Same (spec, n, mode, sigma, seed) -> bit-identical z.
@@ -91,8 +96,8 @@ def sample_latents(spec: LatentSpec, n: int, mode: int | None = None, sigma: flo
     """
     if n < 0:
         raise ValueError("n must be >= 0")
-    if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma >= 0):
-        raise ValueError(f"sigma must be a finite number >= 0, got {sigma!r}")
+    if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and 0 <= sigma <= SIGMA_MAX):
+        raise ValueError(f"sigma must be a number in 0..{SIGMA_MAX:g}, got {sigma!r}")
     rng = np.random.default_rng(seed)
     if mode is None:
         modes = rng.choice(spec.n_modes, size=n, p=spec.priors)

@@ -107,14 +107,33 @@ def load_array(data: bytes, spec: ImageSpec, key: str = "x", input_range: tuple[
 # --------------------------------------------------------------------------- multipart/form-data
 
 
-_PARAM = re.compile(rb';\s*([A-Za-z0-9_.-]+)\s*=\s*(?:"([^"\\]*)"|([^";\s]*))\s*')
+_PARAM = re.compile(rb';\s*([A-Za-z0-9_.-]+\*?)\s*=\s*(?:"([^"\\]*)"|([^";\s]*))\s*')
+_EXT_VALUE = re.compile(rb"([A-Za-z0-9_.-]*)'[A-Za-z0-9-]*'(.*)", re.DOTALL)  # RFC 5987: charset'lang'%XX..
+
+
+def _ext_value(raw: bytes) -> bytes | None:
+    """An RFC 2231/5987 extended value (`UTF-8''%E2%82%AC%20rates.png`) -> its text as UTF-8 bytes; None when
+    it is not one (unknown charset, bad escapes)."""
+    m = _EXT_VALUE.fullmatch(raw)
+    if m is None:
+        return None
+    from urllib.parse import unquote_to_bytes
+
+    charset = (m.group(1) or b"utf-8").decode("ascii").lower()
+    if charset not in ("utf-8", "iso-8859-1", "us-ascii"):
+        return None
+    try:
+        return unquote_to_bytes(m.group(2)).decode(charset).encode("utf-8")
+    except (UnicodeDecodeError, ValueError):
+        return None
 
 
 def _options_header(value: bytes) -> tuple[bytes, dict[bytes, bytes]]:
     """`form-data; name="files"; filename="a.png"` -> (b"form-data", {b"name": ..., b"filename": ...}).
 
-    The plain forms browsers and HTTP clients send, by one regex; anything else (escapes, RFC 2231
-    `filename*=`, odd spacing) goes to python-multipart's parser, which Starlette uses."""
+    The plain forms browsers and HTTP clients send, by one regex, including RFC 2231/5987 extended parameters
+    (`filename*=UTF-8''%E2%82%AC.png`, which win over the plain `filename`, RFC 6266 sec. 4.3); anything
+    else (escapes, odd spacing) goes to python-multipart's parser, which Starlette uses."""
     head, sep, rest = value.partition(b";")
     params, pos = {}, len(head)
     if sep:
@@ -127,6 +146,13 @@ def _options_header(value: bytes) -> tuple[bytes, dict[bytes, bytes]]:
         from python_multipart.multipart import parse_options_header
 
         return parse_options_header(value)
+    for key in [k for k in params if k.endswith(b"*")]:
+        raw = params.pop(key)
+        decoded = _ext_value(raw)
+        if decoded is not None:
+            params[key[:-1]] = decoded
+        else:  # not decodable: still there (a part with a filename* is a file), under its raw spelling
+            params.setdefault(key[:-1], raw)
     return head.strip().lower(), params
 
 

@@ -117,9 +117,10 @@ def parse_request(body: bytes, header_length: str | None) -> InferRequest:
         for i, o in enumerate(req["outputs"]):
             if not isinstance(o, dict) or not isinstance(o.get("name"), str):
                 raise ValueError(f"outputs[{i}] must be an object with a string 'name'")
-            outputs[o["name"]] = bool(_params(o, f"output {o['name']!r}").get("binary_data", False))
+            outputs[o["name"]] = _bool(_params(o, f"output {o['name']!r}"), "binary_data", f"output {o['name']!r}")
     rid = req.get("id")
-    return InferRequest(None if rid is None else str(rid), inputs, outputs, bool(params.get("binary_data_output")))
+    return InferRequest(None if rid is None else str(rid), inputs, outputs,
+                        _bool(params, "binary_data_output", "request"))
 
 
 def encode_response(model: str, version: str, rid: str | None, outputs: list[tuple[str, np.ndarray, bool]]
@@ -158,6 +159,14 @@ def _params(obj: dict, where: str) -> dict:
     if not isinstance(p, dict):
         raise ValueError(f"{where}: 'parameters' must be an object")
     return p
+
+
+def _bool(params: dict, key: str, where: str) -> bool:
+    """A boolean parameter: JSON true/false only (a string "false" is not false)."""
+    v = params.get(key, False)
+    if not isinstance(v, bool):
+        raise ValueError(f"{where}: parameters.{key} must be true or false, got {v!r}")
+    return v
 
 
 def _shape(t: dict, name: str) -> list[int]:

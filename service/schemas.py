@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
+from pydantic_core import PydanticCustomError
+
+from core.latent import SIGMA_MAX
 
 
 class GenerateRequest(BaseModel):
@@ -16,13 +19,28 @@ class GenerateRequest(BaseModel):
 
     model: StrictStr | None = Field(None, description="Model name (default: the service's default model).")
     version: StrictStr | StrictInt | None = Field(None, description="Version (default: the active one).")
-    mode: StrictInt | StrictStr | None = Field(None, description="Mode index or label; absent = drawn from the priors.")
+    mode: StrictInt | StrictStr | None = Field(None, description=(
+        "The mode: a JSON integer index 0..K-1, or a string that is either one of the model's mode labels exactly "
+        "as GET /v1/models/{name} lists them (\"7\", \"Sneaker\"; a label wins over an index) or an index "
+        "written the one canonical way (ASCII digits, no leading zero, sign or space: \"3\", not \"03\", "
+        "\"+3\" or \" 3\"). Absent or null: each image's mode is drawn from the priors."),
+        examples=[3, "7", "Sneaker"])
     n: StrictInt = Field(1, ge=1, description="Number of images (1..NEMGAN_MAX_N).")
-    sigma: float = Field(1.0, ge=0, allow_inf_nan=False, description="Noise scale (0 = mode centre).")
+    sigma: float = Field(1.0, allow_inf_nan=False, json_schema_extra={"minimum": 0, "maximum": SIGMA_MAX},
+                         description=f"Noise scale, 0..{SIGMA_MAX:g}: 0 = the mode centre, 1 = the noise the "
+                                     "model was trained with (the papers use 0.25..2).")
     seed: StrictInt | None = Field(None, ge=0, le=2**63 - 1, description="Same seed -> identical bytes.")
     format: Literal["png", "grid", "npz", "json"] = Field(
         "json", description="png: one PNG (n=1) or a zip of PNGs; grid: one PNG grid; npz: images+modes; "
                             "json: base64 PNGs + modes.")
+
+    @field_validator("sigma")
+    @classmethod
+    def _sigma_in_range(cls, v: float) -> float:
+        if not 0 <= v <= SIGMA_MAX:
+            raise PydanticCustomError("sigma_range", "must be in the range 0..{max} (0 = the mode centre, 1 = the "
+                                      "trained noise), got {got}", {"max": f"{SIGMA_MAX:g}", "got": f"{v:g}"})
+        return v
 
 
 class GenerateResponse(BaseModel):

@@ -18,13 +18,12 @@ from core.inputs import RANGE_HINT, RANGES, parse_range
 from ..deps import PoolDep, SettingsDep
 from ..encoding import Part, b64png, load_array, parse_multipart
 from ..errors import ApiError
+from ..params import flag
 from ..schemas import ClusterResponse, ErrorBody
 
 router = APIRouter(tags=["inference"])
 
 ARRAY_TYPES = ("application/octet-stream", "application/x-npy", "application/x-npz", "application/npy")
-TRUE = ("1", "true", "yes", "on")
-FALSE = ("0", "false", "no", "off", "")
 
 OPENAPI = {
     "parameters": [
@@ -51,17 +50,6 @@ OPENAPI = {
                                      "example": "<.npy or .npz (key 'x') bytes>"},
     }},
 }
-
-
-def _flag(value, name: str) -> bool:
-    if value is None:
-        return False
-    v = str(value).strip().lower()
-    if v in TRUE:
-        return True
-    if v in FALSE:
-        return False
-    raise ApiError(422, f"{name} must be a boolean, got {value!r}")
 
 
 def _is_array_upload(p: Part) -> bool:
@@ -95,8 +83,8 @@ async def cluster(request: Request, pool: PoolDep, settings: SettingsDep):
 async def handle_cluster(pool, settings, q, content_type: str, body: bytes) -> Response:
     """The whole endpoint on an already-read body (the caller enforces the upload cap)."""
     rt = await pool.get(q.get("model") or None, q.get("version") or None)
-    want_latent = _flag(q.get("return_latent"), "return_latent")
-    want_recon = _flag(q.get("return_reconstruction"), "return_reconstruction") or _flag(q.get("reconstruct"),
+    want_latent = flag(q.get("return_latent"), "return_latent")
+    want_recon = flag(q.get("return_reconstruction"), "return_reconstruction") or flag(q.get("reconstruct"),
                                                                                           "reconstruct")
     in_range = _range(q.get("input_range"))
     ctype = content_type.split(";")[0].strip().lower()
@@ -110,9 +98,9 @@ async def handle_cluster(pool, settings, q, content_type: str, body: bytes) -> R
             raise ApiError(400, str(e)) from None
         uploads = [p for p in parts if p.is_file]
         fields = {p.name: p.data.decode("utf-8", "replace") for p in parts if not p.is_file}
-        want_latent = want_latent or _flag(fields.get("return_latent"), "return_latent")
-        want_recon = (want_recon or _flag(fields.get("return_reconstruction"), "return_reconstruction")
-                      or _flag(fields.get("reconstruct"), "reconstruct"))
+        want_latent = want_latent or flag(fields.get("return_latent"), "return_latent")
+        want_recon = (want_recon or flag(fields.get("return_reconstruction"), "return_reconstruction")
+                      or flag(fields.get("reconstruct"), "reconstruct"))
         in_range = in_range or _range(fields.get("input_range"))
         if not uploads:
             raise ApiError(400, "no files in the multipart body (send images or one .npy/.npz as files)")

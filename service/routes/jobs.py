@@ -17,6 +17,7 @@ from core.prior_options import H_STEPS, INT_OPTIONS
 from .. import metrics as M
 from ..deps import AuthDep, JobsDep, PoolDep, RegistryDep, SettingsDep
 from ..errors import ApiError
+from ..params import flag
 from ..jobs.store import STATES, JobNotFound, QueueFull
 from ..jobs.submit import QueueUnavailable
 from ..jobs.uploads import UploadError, parse_set
@@ -113,7 +114,7 @@ async def learn(request: Request, _: AuthDep, settings: SettingsDep, registry: R
         method = form.get("method") or "kl"
         if method not in ("kl", "l1"):
             raise ApiError(422, f"method must be 'kl' or 'l1', got {method!r}")
-        activate = str(form.get("activate", "true")).lower() not in ("0", "false", "no", "off")
+        activate = flag(form.get("activate"), "activate", default=True)
         params = {"model": name, "version": str(version), "method": method, "activate": activate,
                   **{k: _int(form, k) for k in _INT_OPTS}}
         lab = form.get("labeled")

@@ -49,7 +49,7 @@ INFER_BODY = {"requestBody": {"required": True, "content": {
 
 def _split(model: str) -> tuple[str, str]:
     base, sep, net = model.rpartition("-")
-    if not sep or net not in NETWORKS:
+    if not sep or not base or net not in NETWORKS:  # "-g" names no model (not the default one)
         raise ApiError(404, f"unknown model {model!r}: OIP models are '<model>-<network>' with network one of "
                             f"{list(NETWORKS)}, e.g. 'mnist-h'")
     return base, net
@@ -143,6 +143,11 @@ async def infer(model: str, request: Request, pool: PoolDep, settings: SettingsD
     async with rt.lease():
         out = await rt.infer(net, x)
     values = dict(zip(names, out if isinstance(out, tuple) else (out,)))
+    bad = [n for n in wanted if not np.isfinite(values[n]).all()]
+    if bad:  # finite inputs this large overflow FP32 inside the network: an answer of NaN/inf is no answer
+        raise ApiError(400, f"input {spec['name']!r} gives non-finite values in {model}'s output {bad} (FP32 "
+                            f"overflow): its values are far outside what the network was trained on"
+                            + (" (x: pixels in [-1, 1])" if spec["name"] == "x" else ""))
     (rt.count_generated if net == "g" else rt.count_clustered)(len(x))
     body, head = oip.encode_response(model, rt.version, req.id, [(n, values[n], b) for n, b in wanted.items()])
     if head is None:
