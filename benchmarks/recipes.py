@@ -85,6 +85,11 @@ ROWS: dict[str, tuple[str, dict, int, str]] = {
     # the real images h puts in cluster k, not merely be called k by h.
     "mnist-pl": ("mnist-unsup", dict(_MMGAN_GFROZEN_DHALF, d_pseudo_labels=True), 5000, "variant"),
     "mnist-pl-seed1": ("mnist-unsup", dict(_MMGAN_GFROZEN_DHALF, d_pseudo_labels=True, seed=1), 5000, "variant"),
+    "fmnist-pl": ("fmnist-unsup", dict(_MMGAN_GFROZEN_DHALF, d_pseudo_labels=True), 4000, "variant"),
+    # 60 labels a class (600 = 1% of the training set), g shaped through the frozen h and h's clusters
+    "fmnist-1pc-pl": ("fmnist-10pc", dict(labeled_per_class=60, h_mode_start=-1, d_pseudo_labels=True), 3000,
+                      "variant"),
+    "fmnist-1pc-pl-hmode": ("fmnist-10pc", dict(labeled_per_class=60, d_pseudo_labels=True), 3000, "variant"),
     "mnist-unsup-paper": ("mnist-unsup-paper", {}, 2000, "paper"),
     "mnist-abl-no-im": ("mnist-unsup", {"im_weight": 0.0, "h_freeze_patience": 0}, 2000, "ablation"),
     "mnist-abl-no-cons": ("mnist-unsup", {"consistency_weight": 0.0, "h_freeze_patience": 0}, 2000, "ablation"),

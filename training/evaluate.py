@@ -40,6 +40,7 @@ METRIC_WORK = {
                   "in their mode's class, modes and classes matched one to one) and per-mode purity",
     "fcd": "Frechet distance of classifier features, {num_gen} generated vs the {n_test} {split} images",
     "prior_error": "learned priors vs the {split} set's class frequencies",
+    "reconstruction": "g(h1(x)) of the {n_test} {split} images labeled by the real-data classifier vs their labels",
     "quality_diversity": "quality and diversity scores at sigma {sigmas}, generated images per sigma",
 }
 
@@ -84,7 +85,7 @@ def evaluate(model: NemganModel, metrics: list[str] | tuple[str, ...] = DEFAULT_
     test = load_training_data(data_cfg, split)
     if max_samples:
         test = test.subset(np.random.default_rng(seed).permutation(len(test.x))[:max_samples])
-    needs_clf = any(m in ("fcd", "gen_purity", "quality_diversity") for m in metrics)
+    needs_clf = any(m in ("fcd", "gen_purity", "quality_diversity", "reconstruction") for m in metrics)
     name = cfg.dataset if not cfg.dry_run else "dry-run"
     tag = f"{name}-{'-'.join(map(str, cfg.classes or []))}{'g' if cfg.groups else ''}".rstrip("-")
     clf_path = Path(cache_dir) / f"{tag}-classifier.pt"
@@ -123,7 +124,11 @@ def evaluate(model: NemganModel, metrics: list[str] | tuple[str, ...] = DEFAULT_
             bar.update(n)
         return out
 
-    ctx = MetricContext(h_predict=h_predict, generate=generate, x_test=test.x, y_test=test.y,
+    @torch.no_grad()
+    def reconstruct(x: np.ndarray) -> np.ndarray:  # g(h1(x)): what /v1/cluster?return_reconstruction answers
+        return model.g(model.h.h1(torch.from_numpy(np.ascontiguousarray(x, np.float32)))).numpy()
+
+    ctx = MetricContext(h_predict=h_predict, generate=generate, reconstruct=reconstruct, x_test=test.x, y_test=test.y,
                         n_modes=model.n_modes, classifier=clf, learned_priors=model.latent.priors().detach().numpy(),
                         true_priors=test.priors if test.y is not None else None,
                         x_train=train.x if train is not None else None, num_gen=num_gen, seed=seed,

@@ -394,6 +394,7 @@ class MetricContext:
     x_train: np.ndarray | None = None
     num_gen: int = 10000
     h_proba: Callable[[np.ndarray], np.ndarray] | None = None
+    reconstruct: Callable[[np.ndarray], np.ndarray] | None = None  # images [-1,1] -> g(h1(x)) [-1,1]
     n_classes: int | None = None  # classes of the real data; defaults to the classifier's, then n_modes
     sigmas: list[float] = field(default_factory=lambda: [0.5, 1.0, 1.5])
     seed: int = 0
@@ -508,6 +509,23 @@ def _gen_purity(ctx: MetricContext) -> dict:
         "classes_covered": float(r["classes_covered"]),
         "coverage": r["coverage"],
     }
+
+
+@register_metric("reconstruction")
+def _reconstruction(ctx: MetricContext) -> dict:
+    """Does g(h1(x)) keep the class? The real-data classifier's accuracy on the reconstructions of the test
+    images against their labels (`acc`), on the images themselves (`acc_images`, the classifier's ceiling)
+    and its agreement between image and reconstruction (`agreement`)."""
+    ctx.require("reconstruction", "classifier", "reconstruct", "x_test", "y_test")
+    from training.classifier import predict
+
+    recon = np.concatenate([np.asarray(ctx.reconstruct(uint8_to_model(ctx.x_test[i:i + ctx.batch_size])), np.float32)
+                            for i in range(0, len(ctx.x_test), ctx.batch_size)])
+    on_recon, _ = predict(ctx.classifier, recon)
+    on_images, _ = ctx.real_predictions("test")
+    y = np.asarray(ctx.y_test)
+    return {"acc": float((on_recon == y).mean()), "acc_images": float((on_images == y).mean()),
+            "agreement": float((on_recon == on_images).mean())}
 
 
 @register_metric("prior_error")

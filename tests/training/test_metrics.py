@@ -405,3 +405,24 @@ def test_registry_generation_metrics_with_real_images_as_generator(tiny_clf, mni
     # alpha is calibrated so that real held-out images score ~0.5; these "generated" images are real
     assert 0.3 < qd["quality@1"] < 0.7 and 0 < qd["diversity@1"] <= 1
     assert qd["combined@1"] == pytest.approx(math.sqrt(qd["quality@1"] * qd["diversity@1"]))
+
+
+def test_reconstruction_metric_identity_and_swapped_class(tiny_clf, mnist_38):
+    """g(h1(x)) = x scores the classifier's own accuracy; a reconstruction that draws the other digit
+    (here: each image replaced by one of the other class) scores far below it."""
+    from core.images import uint8_to_model as to_float
+
+    x, y = mnist_38["test"]
+    x, y = x[:400], y[:400]
+    ctx = M.MetricContext(classifier=tiny_clf, x_test=x, y_test=y, reconstruct=lambda b: b, batch_size=128)
+    r = M.compute_metrics(["reconstruction"], ctx)["reconstruction"]
+    assert r["acc"] == pytest.approx(r["acc_images"]) and r["agreement"] == 1.0 and r["acc"] > 0.9
+    other = {c: to_float(x[y != c][:1]) for c in (0, 1)}
+    img_label = {to_float(x[i:i + 1]).tobytes(): y[i] for i in range(len(x))}
+
+    def swap(b):
+        return np.concatenate([other[img_label[b[i:i + 1].tobytes()]] for i in range(len(b))])
+
+    ctx = M.MetricContext(classifier=tiny_clf, x_test=x, y_test=y, reconstruct=swap, batch_size=128)
+    r = M.compute_metrics(["reconstruction"], ctx)["reconstruction"]
+    assert r["acc"] < 0.2 and r["agreement"] < 0.2
