@@ -7,7 +7,8 @@ For each model: its own test set (in-distribution, label 0) against the other da
 test images inverted (255 - x: black-on-white) and uniform noise (label 1). The score is the one its
 manifest ships (core/ood.py, calibrated at export on training images); AUROC by sklearn's
 roc_auc_score, higher score = more OOD. Beside it, every candidate the issue names, so the choice can
-be checked: the other components, the latent reconstruction |h1(g(h1(x))) - h1(x)|^2, the latent norm
+be checked: the other components (pixel_pca alone and with the latent distance, as export now
+fits it), the latent reconstruction |h1(g(h1(x))) - h1(x)|^2, the latent norm
 |h1(x)| and the entropy of h2. Also the flag's rates at the shipped threshold: the share of the
 in-distribution test images flagged (its false-positive rate on unseen data; calibrated at `fpr` on
 held-out training images) and the share of each strange set flagged.
@@ -38,12 +39,13 @@ from training.dataset import load_dataset  # noqa: E402
 
 TARGET = 0.95
 OTHER = {"mnist": "fashion-mnist", "fashion-mnist": "mnist"}
-SHORT = {"shipped": "shipped", "latent_mahalanobis+pixel_mse": "lat+pix", "latent_mahalanobis": "lat_maha",
-         "pixel_mse": "pix_mse", "latent_reconstruction": "lat_rec", "latent_norm": "lat_norm",
-         "h2_entropy": "h2_ent"}
+SHORT = {"shipped": "shipped", "latent_mahalanobis+pixel_pca": "lat+pca", "latent_mahalanobis+pixel_mse": "lat+pix",
+         "latent_mahalanobis": "lat_maha", "pixel_pca": "pix_pca", "pixel_mse": "pix_mse",
+         "latent_reconstruction": "lat_rec", "latent_norm": "lat_norm", "h2_entropy": "h2_ent"}
 
 
-def candidates(nets: Networks, shipped: ood.OodCalibration, both: ood.OodCalibration, x_uint8) -> dict[str, np.ndarray]:
+def candidates(nets: Networks, shipped: ood.OodCalibration, both: ood.OodCalibration, pca: ood.OodCalibration,
+               x_uint8) -> dict[str, np.ndarray]:
     """Every candidate score of the images (higher = more OOD)."""
     o = nets.outputs(x_uint8, reconstruct=True)
     z, logits, x, recon = o["z"], o["logits"], o["x"], o["recon"]
@@ -51,8 +53,10 @@ def candidates(nets: Networks, shipped: ood.OodCalibration, both: ood.OodCalibra
     p = softmax(logits)
     return {
         "shipped": shipped.score(z, logits, x, recon),
+        "latent_mahalanobis+pixel_pca": pca.score(z, logits, x),
         "latent_mahalanobis+pixel_mse": both.score(z, logits, x, recon),
         "latent_mahalanobis": ood.latent_mahalanobis(z, logits.argmax(1), both.means, both.whiten),
+        "pixel_pca": ood.pixel_pca(x, pca.pca_mean, pca.pca_basis),
         "pixel_mse": ood.pixel_mse(x, recon),
         "latent_reconstruction": ((z2 - z) ** 2).mean(1),
         "latent_norm": np.linalg.norm(z, axis=1),
@@ -71,9 +75,11 @@ def evaluate(model_dir: Path, n: int, seed: int) -> dict:
     ds = man.data["training"]["dataset"]
     if ds not in OTHER:
         raise SystemExit(f"{model_dir}: trained on {ds!r}; this benchmark knows {sorted(OTHER)}")
-    # The same recipe with the reconstruction term, fitted here the way export fits the shipped one.
-    both = fit_on_images(nets, training_images(man.data), components=(ood.LATENT, ood.PIXEL),
-                         fpr=shipped.fpr, seed=0)
+    # The other recipes (with the reconstruction term; with pixel_pca, the export default), fitted here the way
+    # export fits the shipped one.
+    train = training_images(man.data)
+    both = fit_on_images(nets, train, components=(ood.LATENT, ood.PIXEL), fpr=shipped.fpr, seed=0)
+    pca = fit_on_images(nets, train, components=(ood.LATENT, ood.PIXEL_PCA), fpr=shipped.fpr, seed=0)
     rng = np.random.default_rng(seed)
     test = load_dataset(ds, split="test").x[:n]
     sets = {
@@ -81,7 +87,7 @@ def evaluate(model_dir: Path, n: int, seed: int) -> dict:
         "inverted test images": 255 - test,
         "uniform noise": rng.integers(0, 256, test.shape, dtype=np.uint8),
     }
-    ins = candidates(nets, shipped, both, test)
+    ins = candidates(nets, shipped, both, pca, test)
     out = {"model": str(model_dir.relative_to(REPO) if model_dir.is_relative_to(REPO) else model_dir),
            "name": man.name, "version": man.version, "in_distribution": f"{ds} test", "n_in": len(test),
            "shipped_score": {"components": list(shipped.components), "threshold": shipped.threshold,
@@ -89,7 +95,7 @@ def evaluate(model_dir: Path, n: int, seed: int) -> dict:
                              "test_fpr": float(np.mean(shipped.flag(ins["shipped"])))},
            "vs": {}}
     for name, x in sets.items():
-        outs = candidates(nets, shipped, both, x)
+        outs = candidates(nets, shipped, both, pca, x)
         y = np.r_[np.zeros(len(test)), np.ones(len(x))]
         out["vs"][name] = {
             "n_out": len(x),
