@@ -42,3 +42,24 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tiny-export") / "tiny"
     export_model(NemganModel.load(run / "best.pt"), out, name="tiny", version="1")
     return out
+
+
+def export_tiny_rgb(tmp_path_factory, side: int, name: str) -> Path:
+    """A side x side RGB model directory from a 3-step dry run (fake colour data, 4 modes, narrow networks)."""
+    from training.config import TrainConfig
+    from training.export import export_model
+    from training.model import NemganModel
+    from training.train import train
+
+    run = tmp_path_factory.mktemp(f"{name}-run")
+    train(TrainConfig(out_dir=str(run), dry_run=True, seed=0, image_size=side, image_channels=3, n_modes=4,
+                      g_width=8, d_width=8, fc_hidden=32, h2_hidden=32, d_norm="spectral"), progress=False)
+    out = tmp_path_factory.mktemp(f"{name}-export") / name
+    export_model(NemganModel.load(run / "best.pt"), out, name=name, version="1")
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_rgb_model_dir(tmp_path_factory) -> Path:
+    """A 32x32 RGB model directory (the Colored-MNIST / CIFAR-10 input), exported like tiny_model_dir."""
+    return export_tiny_rgb(tmp_path_factory, 32, "tiny-rgb")
