@@ -46,6 +46,14 @@ def serve(
     if port is not None:
         overrides["port"] = port
     if model:
+        from core.errors import ManifestError
+        from core.manifest import load_manifest
+
+        for p in model:  # refused now, rather than serving with no model
+            try:
+                load_manifest(p)
+            except (ManifestError, ValueError, OSError) as e:
+                fail(f"--model: {e}")
         overrides["model_dirs"] = [p.resolve() for p in model]
     if registry_dir is not None:
         overrides["registry_dir"] = registry_dir

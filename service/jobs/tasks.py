@@ -173,6 +173,7 @@ def run_learn_job(job_id: str, settings: Settings | None = None) -> dict | None:
                 beat.phase(0.92, "exporting the model")
 
         shutil.rmtree(staging, ignore_errors=True)
+        registry.check(name, p["version"])  # the parent version's files are what its manifest says (sha256)
         try:
             res = learn_and_export(registry.version_dir(name, p["version"]), staging, x_l, y_l, x_u,
                                    version="staging", method=p["method"], h_steps=int(p["h_steps"]),

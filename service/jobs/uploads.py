@@ -79,7 +79,7 @@ def _zip(data, m: Manifest, labeled: bool, max_images: int, max_bytes: int):
     return x, (np.asarray(ys, np.int64) if labeled else None)
 
 
-CHUNK_ROWS = 4096  # rows converted at a time: the float copy of a large upload never exists whole
+CHUNK_ROWS = 1024  # rows converted at a time: the float copy of a large upload never exists whole
 
 
 def _arrays(data, m: Manifest, labeled: bool, max_images: int):
@@ -103,8 +103,14 @@ def _arrays(data, m: Manifest, labeled: bool, max_images: int):
     if len(x) > max_images:
         raise UploadError(f"too many images: {len(x)} > {max_images}", 413)
     try:
-        x8 = np.concatenate([model_to_uint8(prepare_array_batch(x[i:i + CHUNK_ROWS], m.image))
-                             for i in range(0, len(x), CHUNK_ROWS)]) if len(x) else np.zeros(0, np.uint8)
+        x8 = None
+        for i in range(0, len(x), CHUNK_ROWS):
+            part = model_to_uint8(prepare_array_batch(x[i:i + CHUNK_ROWS], m.image))
+            if x8 is None:
+                x8 = np.empty((len(x), *part.shape[1:]), np.uint8)
+            x8[i:i + len(part)] = part
+        if x8 is None:
+            x8 = np.zeros((0,), np.uint8)
     except ValueError as e:
         raise UploadError(str(e)) from None
     if len(x8) == 0:

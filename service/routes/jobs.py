@@ -123,29 +123,28 @@ async def learn(request: Request, _: AuthDep, settings: SettingsDep, registry: R
         unl = form.get("unlabeled")
         if unl is not None and not isinstance(unl, UploadFile):
             raise ApiError(422, "'unlabeled' must be a file")
+        if unl is None and not _default_unlabeled_available(manifest, settings):
+            raise ApiError(422, "no 'unlabeled' set uploaded and the model's training data set "
+                                f"{manifest.data.get('training', {}).get('dataset')!r} is not available on the server")
         queue = request.app.state.job_queue  # the jobs' own threads (2): at most two uploads decoded at once
-        cap, room = settings.max_job_upload_bytes, settings.max_job_unpacked_bytes
+        job_id = jobs.new_id()
+        d = jobs.dir(job_id)
+        d.mkdir(parents=True)
         try:
-            x_l, y_l = await queue.run(parse_set, lab.file, lab.filename, manifest, True, 100_000, cap, room)
-            x_u = None
-            if unl is not None:
-                x_u, _y = await queue.run(parse_set, unl.file, unl.filename, manifest, False, 100_000, cap,
-                                          room - x_l.nbytes - y_l.nbytes)
+            n_l, n_u = await queue.run(_parse_and_save, d, manifest, settings, lab.file, lab.filename,
+                                       *((unl.file, unl.filename) if unl is not None else (None, None)))
         except UploadError as e:
-            hint = (f" (a job's uploads may take {room} bytes once unpacked: NEMGAN_MAX_JOB_UNPACKED_BYTES)"
-                    if e.status == 413 else "")
+            shutil.rmtree(d, ignore_errors=True)
+            hint = (f" (a job's uploads may take {settings.max_job_unpacked_bytes} bytes once unpacked: "
+                    "NEMGAN_MAX_JOB_UNPACKED_BYTES)" if e.status == 413 else "")
             raise ApiError(e.status, str(e) + hint) from None
+        except BaseException:
+            shutil.rmtree(d, ignore_errors=True)
+            raise
     finally:
         await form.close()
-    if x_u is None and not _default_unlabeled_available(manifest, settings):
-        raise ApiError(422, "no 'unlabeled' set uploaded and the model's training data set "
-                            f"{manifest.data.get('training', {}).get('dataset')!r} is not available on the server")
-    params.update(n_labeled=len(x_l), n_unlabeled=None if x_u is None else len(x_u))
-    job_id = jobs.new_id()
-    d = jobs.dir(job_id)
-    d.mkdir(parents=True)
+    params.update(n_labeled=n_l, n_unlabeled=n_u)
     try:
-        await queue.run(_save, d, x_l, y_l, x_u)
         jobs.create(job_id, params, max_pending=settings.max_queued_jobs)
     except QueueFull:
         shutil.rmtree(d, ignore_errors=True)
@@ -181,10 +180,19 @@ def _default_unlabeled_available(manifest, settings) -> bool:
     return dataset_path(ds, settings.data_dir).exists()
 
 
-def _save(d, x_l, y_l, x_u) -> None:
-    np.savez(d / "labeled.npz", x=x_l, y=y_l)
-    if x_u is not None:
-        np.savez(d / "unlabeled.npz", x=x_u)
+def _parse_and_save(d, manifest, settings, lab, lab_name, unl, unl_name) -> tuple[int, int | None]:
+    """Both uploads read from their spooled files, checked, converted and written in one job thread, so a
+    decoded set never waits in memory for its turn to be written. Returns (n labeled, n unlabeled)."""
+    cap, room = settings.max_job_upload_bytes, settings.max_job_unpacked_bytes
+    x, y = parse_set(lab, lab_name, manifest, True, 100_000, cap, room)
+    np.savez(d / "labeled.npz", x=x, y=y)
+    n_l, used = len(x), x.nbytes + y.nbytes
+    del x, y
+    if unl is None:
+        return n_l, None
+    x, _y = parse_set(unl, unl_name, manifest, False, 100_000, cap, room - used)
+    np.savez(d / "unlabeled.npz", x=x)
+    return n_l, len(x)
 
 
 def _workers(settings) -> list[dict]:
