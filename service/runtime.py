@@ -32,6 +32,7 @@ from .registry import (
     public_reason,
 )
 from .settings import Settings
+from .stats import NetworkStats
 
 log = logging.getLogger("nemgan.service")
 
@@ -83,6 +84,7 @@ class ModelRuntime:
             self.session(net)
         self.settings = settings
         self.batchers: dict[str, Batcher] = {}
+        self.stats: dict[str, NetworkStats] = {}  # per network, from the first request on
         self.headers = {"X-Nemgan-Model": self.name, "X-Nemgan-Version": self.version}
         self._clustered = M.IMAGES_CLUSTERED.labels(self.name)
         self._generated = M.IMAGES_GENERATED.labels(self.name)
@@ -137,16 +139,23 @@ class ModelRuntime:
         if b is None:
             s = self.settings
             labels = (self.name, net)
+            st = self.stats.setdefault(net, NetworkStats())  # the OIP statistics (service/stats.py)
+            observe_wait = M.QUEUE_WAIT.labels(*labels).observe
 
             def on_batch(n, dt, labels=labels):
                 M.BATCH_SIZE.labels(*labels).observe(n)
                 M.INFERENCE_DURATION.labels(*labels).observe(dt)
+                st.on_batch(n, dt)
+
+            def on_wait(dt):
+                observe_wait(dt)
+                st.on_wait(dt)
 
             fn = self.run_scored if net == "h" else (lambda x, net=net: self.run(net, x))
             b = Batcher(fn, max_batch=s.max_batch_size, max_wait=s.max_wait_ms / 1000,
                         max_queue=s.max_queue, enabled=s.batching, on_batch=on_batch, workers=BATCH_WORKERS,
                         adaptive=s.adaptive_wait,
-                        on_wait=M.QUEUE_WAIT.labels(*labels).observe, on_depth=M.QUEUE_DEPTH.labels(*labels).set)
+                        on_wait=on_wait, on_depth=M.QUEUE_DEPTH.labels(*labels).set)
             self.batchers[net] = b
         return b
 
@@ -154,7 +163,15 @@ class ModelRuntime:
         """Batched `run(net, x)`: "g" -> images, "h" -> (z, logits, ood score, probabilities), "h1"/"h2" ->
         their output. With `prepare`, x is an input of n rows that prepare(x) turns into the array in the
         batch thread (image decoding), its errors raised here."""
-        return await self.batcher(net).submit(x, n, prepare)
+        b = self.batcher(net)
+        t0 = time.perf_counter_ns()
+        try:
+            out = await b.submit(x, n, prepare)
+        except BaseException:
+            self.stats[net].on_done(False, time.perf_counter_ns() - t0)
+            raise
+        self.stats[net].on_done(True, time.perf_counter_ns() - t0)
+        return out
 
     def count_clustered(self, n: int) -> None:
         self._clustered.inc(n)

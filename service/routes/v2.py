@@ -16,16 +16,20 @@ nemgan_* metrics), with JSON tensors or the binary tensor data extension (servic
 from __future__ import annotations
 
 import numpy as np
+import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from .. import oip
 from ..deps import PoolDep, RegistryDep, SettingsDep
 from ..errors import ApiError
+from ..runtime import BATCH_WORKERS
 from ..schemas import ErrorBody
+from ..stats import EMPTY
 
 router = APIRouter(tags=["open inference protocol v2"])
 NETWORKS = ("g", "h", "h1", "h2")
+EXTENSIONS = ["binary_tensor_data", "model_repository", "model_configuration", "statistics"]
 ERR = {400: {"model": ErrorBody}, 404: {"model": ErrorBody}}
 META_EX = {200: {"content": {"application/json": {"example": {
     "name": "mnist-h", "versions": ["1"], "platform": "onnxruntime_onnx",
@@ -34,7 +38,7 @@ META_EX = {200: {"content": {"application/json": {"example": {
                 {"name": "logits", "datatype": "FP32", "shape": [-1, 10]},
                 {"name": "ood_score", "datatype": "FP32", "shape": [-1]}]}}}}}
 SERVER_EX = {200: {"content": {"application/json": {"example": {
-    "name": "nemgan", "version": "0.1.0", "extensions": ["binary_tensor_data"]}}}}}
+    "name": "nemgan", "version": "0.1.0", "extensions": EXTENSIONS}}}}}
 READY_EX = {200: {"content": {"application/json": {"example": {"name": "mnist-h", "version": "1", "ready": True}}}}}
 INFER_EX = {200: {"content": {"application/json": {"example": {
     "id": "1", "model_name": "mnist-g", "model_version": "1",
@@ -84,7 +88,112 @@ async def server_metadata():
         v = version("nemgan")
     except PackageNotFoundError:
         v = "unknown"
-    return {"name": "nemgan", "version": v, "extensions": ["binary_tensor_data"]}
+    return {"name": "nemgan", "version": v, "extensions": EXTENSIONS}
+
+
+# ------------------------------------------------------------------ extensions: model repository, configuration,
+# statistics (what tritonclient's get_model_repository_index, get_model_config and get_inference_statistics call)
+def _loaded(pool) -> list:
+    """Every loaded runtime: the active versions, then the others kept loaded."""
+    out = list(pool.active.values())
+    out += [rt for rt in pool.others.values() if rt not in out]
+    return out
+
+
+def _stats(rt, net: str) -> dict:
+    return rt.stats.get(net, EMPTY).oip(f"{rt.name}-{net}", rt.version)
+
+
+@router.post("/v2/repository/index", summary="OIP model repository index", responses={200: {"content": {
+    "application/json": {"example": [{"name": "mnist-g", "version": "1", "state": "READY"},
+                                     {"name": "mnist-g", "version": "2", "state": "UNAVAILABLE",
+                                      "reason": "not loaded: loads on the first request naming this version"}]}}}})
+async def repository_index(request: Request, pool: PoolDep, registry: RegistryDep):
+    """Every network of every version in the registry, as OIP models `<model>-<network>`: READY when loaded,
+    else UNAVAILABLE with the reason. Body (optional): `{"ready": true}` lists the READY ones only."""
+    body = await request.body()
+    ready_only = False
+    if body.strip():
+        try:
+            req = orjson.loads(body)
+        except orjson.JSONDecodeError as e:
+            raise ApiError(400, f"invalid JSON body: {e}") from None
+        if not isinstance(req, dict) or not isinstance(req.get("ready", False), bool):
+            raise ApiError(400, 'the body is optional; when sent: {"ready": true|false}')
+        ready_only = req.get("ready", False)
+    loaded = {(rt.name, rt.version) for rt in _loaded(pool)}
+    failed = getattr(pool, "failed", {})
+    out = []
+    for name in registry.names():
+        for version in registry.versions(name):
+            ready = (name, version) in loaded
+            if ready_only and not ready:
+                continue
+            for net in NETWORKS:
+                item = {"name": f"{name}-{net}", "version": version, "state": "READY" if ready else "UNAVAILABLE"}
+                if not ready:
+                    why = failed.get((name, version))
+                    item["reason"] = (f"cannot be served: {why[1]}" if why else
+                                      "not loaded: loads on the first request naming this version")
+                out.append(item)
+    return out
+
+
+@router.get("/v2/models/stats", summary="OIP inference statistics of every loaded model",
+            responses={200: {"content": {"application/json": {"example": {"model_stats": [
+                {"name": "mnist-h", "version": "1", "last_inference": 1733472000000, "inference_count": 256,
+                 "execution_count": 4, "inference_stats": {"success": {"count": 32, "ns": 81000000}}}]}}}}})
+async def all_stats(pool: PoolDep):
+    return {"model_stats": [_stats(rt, net) for rt in _loaded(pool) for net in NETWORKS]}
+
+
+@router.get("/v2/models/{model}/stats", summary="OIP inference statistics (every loaded version)",
+            responses=ERR)
+@router.get("/v2/models/{model}/versions/{version}/stats", summary="OIP inference statistics", responses=ERR)
+async def model_stats(model: str, pool: PoolDep, version: str | None = None):
+    """Counts of every request through the network's batcher (/v1 and /v2 alike) since the version was loaded:
+    success/fail, queue and compute time in ns, per batch size (service/stats.py)."""
+    base, net = _split(model)
+    if version is None:
+        rts = [rt for rt in _loaded(pool) if rt.name == base]
+        if not rts:
+            rts = [(await pool.get(base, None))]  # 404 for an unknown model
+    else:
+        rts = [await pool.get(base, version)]
+    return {"model_stats": [_stats(rt, net) for rt in rts]}
+
+
+@router.get("/v2/models/{model}/config", summary="OIP model configuration (active version)", responses=ERR)
+@router.get("/v2/models/{model}/versions/{version}/config", summary="OIP model configuration", responses=ERR)
+async def model_config(model: str, pool: PoolDep, settings: SettingsDep, version: str | None = None):
+    """The network as a Triton model configuration: tensors without the batch axis, the request's row cap as
+    max_batch_size, the dynamic batcher's settings, the execution provider as the instance kind."""
+    rt, net = await _runtime(pool, model, version)
+    inputs, outputs = _io(rt, net)
+
+    def tensor(t: dict) -> dict:
+        dims = t["shape"][1:]
+        out = {"name": t["name"], "data_type": "TYPE_" + t["datatype"], "dims": dims or [1]}
+        if not dims:
+            out["reshape"] = {"shape": []}
+        return out
+
+    cap = settings.max_n if inputs[0]["name"] == "z" else settings.max_images
+    cuda = any(p.startswith("CUDA") for p in rt.providers)
+    config = {
+        "name": model, "platform": "onnxruntime_onnx", "backend": "onnxruntime",
+        "version_policy": {"specific": {"versions": [int(rt.version) if rt.version.isdigit() else rt.version]}},
+        "max_batch_size": cap, "input": [tensor(t) for t in inputs], "output": [tensor(t) for t in outputs],
+        "instance_group": [{"name": f"{model}_0", "kind": "KIND_GPU" if cuda else "KIND_CPU",
+                            "count": BATCH_WORKERS}],
+        "parameters": {"nemgan_model": {"string_value": rt.name}, "nemgan_network": {"string_value": net},
+                       "nemgan_version": {"string_value": rt.version}},
+    }
+    if settings.batching:
+        config["dynamic_batching"] = {"max_queue_delay_microseconds": int(settings.max_wait_ms * 1000),
+                                      "default_queue_policy": {"max_queue_size": settings.max_queue},
+                                      "preferred_batch_size": [settings.max_batch_size]}
+    return config
 
 
 @router.get("/v2/models/{model}", summary="OIP model metadata (active version)", responses={**ERR, **META_EX})
