@@ -75,6 +75,6 @@ def check_fields(cls: type, values: dict, ignore: frozenset[str] = frozenset()) 
         if k not in hints:
             close = difflib.get_close_matches(k, known, n=3, cutoff=0.6)
             fail(f"unknown option {k!r}" + (f"; did you mean {' or '.join(map(repr, close))}?" if close else
-                                            f" (see training/config.py TrainConfig for every option)"))
+                                            " (see training/config.py TrainConfig for every option)"))
         if not _matches(v, hints[k]):
             fail(f"{k}={json.dumps(v)}: {k} expects {_type_name(hints[k])}, got {type(v).__name__}")

@@ -78,7 +78,7 @@ def train(
     gan_loss: Annotated[Optional[str], typer.Option(help="gan (non-saturating) | wgan-gp. Default: gan.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed (data split, init, latents). Default: 0.")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:<i>. Default: auto.")] = None,
-    nproc: Annotated[int, typer.Option(help="Data-parallel processes on this machine (torchrun + DDP: one per GPU, or gloo on CPU); --batch-size stays the global batch. Multi-node: torchrun ... -m training.train_ddp.")] = 1,
+    nproc: Annotated[int, typer.Option(help="Data-parallel processes on this machine (torchrun + DDP: one per GPU, or gloo on CPU); --batch-size stays the global batch. Multi-node: torchrun ... -m cli.train_ddp.")] = 1,
     config: Annotated[Optional[Path], typer.Option(help="JSON file with TrainConfig fields (over --preset; command-line options win).")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Any TrainConfig field, e.g. --set latent_dim=64 --set c2=false. Repeatable.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last.pt with the options in its options.json (the options given here override them; only run options such as --steps may differ).")] = False,

@@ -150,7 +150,7 @@ def decode_image(data: bytes, spec: ImageSpec, fast: bool = True, max_pixels: in
         if im is not None:
             return _to_spec(im, spec)
         with Image.open(io.BytesIO(data)) as f:  # reads the header only
-            _check_pixels(*f.size, max_pixels)
+            _check_pixels(f.size[0], f.size[1], max_pixels)  # (Pillow types size as a tuple of any length)
             f.load()
             return _to_spec(f, spec)
     except UnidentifiedImageError:  # its message names a BytesIO object

@@ -1,7 +1,7 @@
 """Data-parallel training over processes (torchrun) with DistributedDataParallel.
 
-    torchrun --nproc_per_node N -m training.train_ddp --out runs/x --steps 20000 ...   # or: nemgan train --nproc N
-    torchrun --nnodes M --node_rank R --rdzv_endpoint HOST:29500 --nproc_per_node N -m training.train_ddp ...
+    torchrun --nproc_per_node N -m cli.train_ddp --out runs/x --steps 20000 ...   # or: nemgan train --nproc N
+    torchrun --nnodes M --node_rank R --rdzv_endpoint HOST:29500 --nproc_per_node N -m cli.train_ddp ...
 
 What a run means does not depend on the number of processes:
 
@@ -197,7 +197,7 @@ class InverterView(nn.Module):
 
 def launch(cfg, nproc: int, resume: bool = False, progress: bool = True) -> int:
     """`nemgan train --nproc N`: run the resolved config under torchrun on this machine (a fresh rendezvous
-    on a free port), N processes of `training.train_ddp`. Returns torchrun's exit status."""
+    on a free port), N processes of `cli.train_ddp`. Returns torchrun's exit status."""
     import subprocess
     import sys
     import tempfile
@@ -211,7 +211,7 @@ def launch(cfg, nproc: int, resume: bool = False, progress: bool = True) -> int:
         path = Path(tmp) / "config.json"
         cfg.save(path)
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={int(nproc)}",
-               "-m", "training.train_ddp", "--config", str(path), "--out", cfg.out_dir,
+               "-m", "cli.train_ddp", "--config", str(path), "--out", cfg.out_dir,
                *(["--resume"] if resume else []), *(["--dry-run"] if cfg.dry_run else []),
                *([] if progress else ["--no-progress"])]
         return subprocess.run(cmd).returncode

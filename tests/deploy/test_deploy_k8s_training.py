@@ -5,7 +5,7 @@ The Job, its headless Service and the data PVC validate against the bundled Kube
 checked against the fields the Kubeflow training operator documents for kubeflow.org/v1 (PyTorchJobSpec,
 ReplicaSpec, RunPolicy in pkg/apis/kubeflow.org/v1), and its pod template, a core PodTemplateSpec, is
 validated strictly. Then the pieces must fit: torchrun's node count and rendezvous address match the Job
-and Service, GPUs match processes, and the options after `-m training.train_ddp` are `nemgan train` options.
+and Service, GPUs match processes, and the options after `-m cli.train_ddp` are `nemgan train` options.
 """
 
 from __future__ import annotations
@@ -139,15 +139,15 @@ def torchrun_argv(container: dict) -> list[str]:
 
 
 def torchrun_opts(argv: list[str]) -> tuple[dict, list[str]]:
-    """torchrun's --key=value options and the arguments after `-m training.train_ddp`."""
+    """torchrun's --key=value options and the arguments after `-m cli.train_ddp`."""
     i = argv.index("-m")
-    assert argv[i + 1] == "training.train_ddp"
+    assert argv[i + 1] == "cli.train_ddp"
     opts = dict(a[2:].split("=", 1) for a in argv[:i])
     return opts, argv[i + 2:]
 
 
 def check_train_options(argv: list[str]) -> None:
-    """The options given to training.train_ddp are options of `nemgan train`, and the preset exists."""
+    """The options given to cli.train_ddp are options of `nemgan train`, and the preset exists."""
     typer = pytest.importorskip("typer")
     from cli import app
 
