@@ -56,55 +56,64 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._in_head = True  # between messages, the next bytes start a head
         self._head_seen = 0
-        self._n_headers = 0
         self._refused = False
 
     def data_received(self, data: bytes) -> None:
-        if self._refused or self.parser is None:
+        if self._refused:  # lingering after a 431: drop what the client still sends
             return
-        self._unset_keepalive_if_required()
-        while data:
+        if self._in_head:
+            seen = self._head_seen + len(data)
+            if seen > self.max_head_bytes:
+                return self._feed_in_pieces(data)
+            self._head_seen = seen
+        self._feed(data)
+
+    def _feed_in_pieces(self, data: bytes) -> None:
+        """Feed no more head than the cap allows: if the head ends inside a piece, the rest is body (or the next
+        request, counted afresh); if it does not, 431 before the parser sees a byte more."""
+        while data and not self._refused and self.parser is not None:
             if self._in_head:
                 room = self.max_head_bytes - self._head_seen
                 if room <= 0:
                     return self._refuse(f"the request head exceeds {self.max_head_bytes} bytes")
-                if len(data) <= room:
-                    piece, data = data, b""
-                else:  # feed what fits: if the head ends inside it, the rest is body (or the next request)
-                    piece, data = data[:room], data[room:]
+                piece, data = data[:room], data[room:]
                 self._head_seen += len(piece)
             else:
                 piece, data = data, b""
-            try:
-                self.parser.feed_data(piece)
-            except httptools.HttpParserCallbackError as e:
-                if isinstance(e.__context__, HeadTooLarge):
-                    return self._refuse(str(e.__context__))
-                return self._bad_request()
-            except httptools.HttpParserError:
-                return self._bad_request()
-            except httptools.HttpParserUpgrade:
-                if self._should_upgrade():
-                    self.handle_websocket_upgrade()
-                else:
-                    self._unsupported_upgrade_warning()
-                return
-            if self.parser is None:  # the connection was lost meanwhile
+            if not self._feed(piece):
                 return
 
-    # parser callbacks: where a head starts and ends
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._n_headers += 1
-        if self._n_headers > self.max_headers:
-            raise HeadTooLarge(f"more than {self.max_headers} header fields")
-        super().on_header(name, value)
+    def _feed(self, data: bytes) -> bool:
+        """uvicorn's data_received, with the guard's refusals told apart; False when the connection is done."""
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError as e:
+            if isinstance(e.__context__, HeadTooLarge):
+                self._refuse(str(e.__context__))
+            else:
+                self._bad_request()
+            return False
+        except httptools.HttpParserError:
+            self._bad_request()
+            return False
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+            return False
+        return True
 
+    # parser callbacks: where a head ends (the field count is checked once, there) and where the next starts
     def on_headers_complete(self) -> None:
         self._in_head = False
+        if len(self.headers) > self.max_headers:
+            raise HeadTooLarge(f"more than {self.max_headers} header fields")
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
-        self._in_head, self._head_seen, self._n_headers = True, 0, 0
+        self._in_head, self._head_seen = True, 0
         super().on_message_complete()
 
     def _bad_request(self) -> None:
