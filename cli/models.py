@@ -95,6 +95,22 @@ def rollback(name: str, url: Url = DEFAULT_URL, api_key: Key = None, timeout: Ti
     typer.echo(f"{name}: active {m['active_version']}")
 
 
+def _preflight(url: str, path: str, key: str | None, timeout: float) -> None:
+    """An empty upload first: the service checks the key and the name before it reads a body, and answers a
+    refusal at once, which a client still sending megabytes would only see as a reset connection."""
+    req = urllib.request.Request(url.rstrip("/") + path, data=b"", method="POST",
+                                 headers={"Accept": "application/json", "Content-Type": "application/gzip",
+                                          **({"Authorization": f"Bearer {key}"} if key else {})})
+    try:
+        urllib.request.urlopen(req, timeout=timeout).close()  # noqa: S310
+    except urllib.error.HTTPError as e:
+        if e.code == 400:  # "send the model directory": the key and the name were accepted
+            return
+        call("POST", url, path, key, body=b"", headers={"Content-Type": "application/gzip"}, timeout=timeout)
+    except (urllib.error.URLError, OSError) as e:
+        fail(f"cannot reach {url}: {getattr(e, 'reason', e)}", code=1)
+
+
 @app.command()
 def push(name: str, model_dir: Annotated[Path, typer.Argument(help="A model directory (nemgan export).")],
          url: Url = DEFAULT_URL, api_key: Key = None, timeout: Timeout = 600.0,
@@ -102,6 +118,7 @@ def push(name: str, model_dir: Annotated[Path, typer.Argument(help="A model dire
     """Upload a model directory as the next version of NAME (checked by the service before it is registered)."""
     if not (model_dir / "manifest.json").is_file():
         fail(f"{model_dir} is not a model directory (no manifest.json)")
+    _preflight(url, f"/v1/models/{name}/versions", api_key, timeout)
     with tempfile.TemporaryFile() as tmp:
         with tarfile.open(fileobj=tmp, mode="w:gz") as tar:
             for p in sorted(model_dir.rglob("*")):
