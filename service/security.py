@@ -26,6 +26,8 @@ UNSAFE = frozenset(("POST", "PUT", "PATCH", "DELETE"))
 NOSNIFF = (b"x-content-type-options", b"nosniff")
 PAGE_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
             "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+PAGE_CSP_HEADER = (b"content-security-policy", PAGE_CSP.encode())
+FRAME_DENY = (b"x-frame-options", b"DENY")
 PAGE_PATHS = ("/", "/docs", "/redoc")
 PAGE_PREFIXES = ("/playground/", "/docs/")
 _DEFAULT_PORT = {"http": "80", "https": "443", "ws": "80", "wss": "443"}
@@ -70,21 +72,23 @@ class Front:
         """None when the request may go on, else the 403 response (an ASGI app)."""
         if not self.check_origin or scope["method"] not in UNSAFE:
             return None
-        origin = referer = host = fetch_site = None
-        for k, v in scope["headers"]:
-            if k == b"origin":
-                origin = v.decode("latin-1")
-            elif k == b"referer":
-                referer = v.decode("latin-1")
-            elif k == b"host":
-                host = v.decode("latin-1")
-            elif k == b"sec-fetch-site":
-                fetch_site = v.decode("latin-1").strip().lower()
-        claimed, what = (origin, "Origin") if origin is not None else (referer, "Referer")
-        if claimed is None:
-            if fetch_site == "cross-site":
-                return self._refuse("a cross-site request (Sec-Fetch-Site: cross-site) without Origin")
-            return None  # not a browser (curl, SDKs): nothing to check
+        h = dict(scope["headers"])  # one C call; the names are lower-case (ASGI)
+        origin = h.get(b"origin")
+        if origin is None:
+            origin = h.get(b"referer")
+            if origin is None:
+                if h.get(b"sec-fetch-site") == b"cross-site":
+                    return self._refuse("a cross-site request (Sec-Fetch-Site: cross-site) without Origin")
+                return None  # not a browser (curl, SDKs): nothing to check
+            what = "Referer"
+        else:
+            what = "Origin"
+        host = h.get(b"host")
+        if host is not None and what == "Origin" and (origin == b"http://" + host or origin == b"https://" + host):
+            return None  # the usual same-origin request, without parsing
+        return self._check(origin.decode("latin-1"), None if host is None else host.decode("latin-1"), what)
+
+    def _check(self, claimed: str, host: str | None, what: str):
         parsed = _origin_of(claimed)
         if parsed is None:
             return self._refuse(f"{what} {claimed[:200]!r} is not this service")
@@ -111,15 +115,18 @@ class Front:
         path = scope["path"]
         page = path in PAGE_PATHS or path.startswith(PAGE_PREFIXES)
 
-        async def secured(msg):
-            if msg["type"] == "http.response.start":
-                headers = list(msg.get("headers", ()))
-                headers.append(NOSNIFF)
-                if page:
+        if page:
+            async def secured(msg):
+                if msg["type"] == "http.response.start":
+                    headers = [*msg.get("headers", ()), NOSNIFF, FRAME_DENY]
                     if not any(k.lower() == b"content-security-policy" for k, _ in headers):
-                        headers.append((b"content-security-policy", PAGE_CSP.encode()))
-                    headers.append((b"x-frame-options", b"DENY"))
-                msg = {**msg, "headers": headers}
-            await send(msg)
+                        headers.append(PAGE_CSP_HEADER)
+                    msg["headers"] = headers  # a new list: the response's own is left as it was
+                await send(msg)
+        else:
+            async def secured(msg):
+                if msg["type"] == "http.response.start":
+                    msg["headers"] = [*msg.get("headers", ()), NOSNIFF]
+                await send(msg)
 
         return secured
