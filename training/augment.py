@@ -41,3 +41,16 @@ def random_affine(x: torch.Tensor, gen: torch.Generator, rotate_deg: float = 15.
     # grid_sample pads with zeros: warp (x - background) so the padding is the background colour.
     return F.grid_sample(x - background, grid, mode="bilinear", padding_mode="zeros",
                          align_corners=False) + background
+
+
+def random_shift(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tensor:
+    """Translate each image by up to max_shift pixels (background -1 padding): cheap augmentation
+    that keeps h from memorising a small labeled set."""
+    if max_shift <= 0:
+        return x
+    n, _, h, w = x.shape
+    p = max_shift
+    padded = torch.nn.functional.pad(x, (p, p, p, p), value=-1.0)
+    dx = torch.randint(0, 2 * p + 1, (n,), generator=gen)
+    dy = torch.randint(0, 2 * p + 1, (n,), generator=gen)
+    return torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])

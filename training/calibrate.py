@@ -74,7 +74,7 @@ class Networks:
 def training_images(manifest_data: dict, data_root: str | None = None) -> np.ndarray:
     """The model's training images (uint8 [N,C,H,W]), from the training config recorded in its manifest."""
     from .config import TrainConfig
-    from .train import load_training_data
+    from .dataset.run import load_training_data
 
     cfg = TrainConfig.from_dict(manifest_data["training"])
     if data_root is not None:

@@ -17,7 +17,7 @@ from .cluster import cluster_generated_classifier
 from .config import TrainConfig
 from .metrics import clustering_report
 from .model import NemganModel
-from .train import load_training_data
+from .dataset.run import load_training_data
 
 DEFAULT_METRICS = ("cluster", "gen_purity", "fcd", "prior_error")
 

@@ -42,7 +42,7 @@ def next_version(version: str) -> str:
 def training_images(model, data_root: str | Path | None = None) -> np.ndarray:
     """The model's own training set (preset + any subset/ratio overrides), uint8 NCHW: the default unlabeled
     set. `data_root` overrides the one recorded at training time (the serving machine's data folder)."""
-    from .train import load_training_data
+    from .dataset.run import load_training_data
 
     cfg = model.cfg if data_root is None else dataclasses.replace(model.cfg, data_root=str(data_root))
     return load_training_data(cfg, "train").x

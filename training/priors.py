@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from . import loss as L
 from core.images import uint8_to_model
 from .model import NemganModel
-from .train import random_shift
+from .augment import random_shift
 
 METHODS = ("kl", "l1")
 

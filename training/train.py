@@ -27,8 +27,11 @@ from .config import TrainConfig
 from core.grid import save_grid
 from core.images import uint8_to_model
 
-from .dataset import BatchIterator, DataSpec, ImageDataset, fake_dataset, labeled_indices, load_dataset
-from .augment import random_affine
+from .dataset import BatchIterator
+# The run's data and split, and the labeled images' shift, live outside the loop (training/dataset/run.py,
+# training/augment.py); the names stay importable from here.
+from .dataset.run import load_training_data, per_class_indices, run_split  # noqa: F401
+from .augment import random_affine, random_shift  # noqa: F401
 from . import distributed
 from .device import compiled, pick_device, to_device, with_amp  # noqa: F401  (pick_device: public here too)
 from .metrics import clustering_report
@@ -40,50 +43,6 @@ from .model import NemganModel
 # The number of processes is not an option: a run resumes on any world size (training/distributed.py).
 RUN_ONLY_OPTIONS = frozenset({"out_dir", "steps", "threads", "device", "compile", "log_every", "eval_every",
                               "sample_every", "ckpt_every", "data_root", "time_limit_s"})
-
-
-def load_training_data(cfg: TrainConfig, split: str = "train") -> ImageDataset:
-    """The configured data set (preset or path, with subset/ratio/group overrides)."""
-    if cfg.dry_run:
-        side = cfg.image_size or 28
-        return fake_dataset(n=256 if split == "train" else 128, n_classes=cfg.n_modes or 10,
-                            shape=(cfg.image_channels or 1, side, side), seed=cfg.seed)
-    shape = dict(size=cfg.image_size or None, channels=cfg.image_channels or None)  # the model's input (0: the data's)
-    overrides = {k: getattr(cfg, k) for k in ("classes", "ratios", "groups", "max_samples") if getattr(cfg, k)}
-    if not overrides:
-        return load_dataset(cfg.dataset, split=split, data_root=cfg.data_root, **shape)
-    from .dataset.load import spec_kwargs  # a preset, FORMAT:PATH (folder:PATH, celeba:ATTR, ...) or a path
-
-    base = spec_kwargs(cfg.dataset)
-    base.update(overrides)
-    base["split"] = split
-    base["seed"] = cfg.seed
-    return load_dataset(DataSpec(**base), data_root=cfg.data_root, **shape)
-
-
-def random_shift(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tensor:
-    """Translate each image by up to max_shift pixels (background -1 padding): cheap augmentation
-    that keeps h from memorising a small labeled set."""
-    if max_shift <= 0:
-        return x
-    n, _, h, w = x.shape
-    p = max_shift
-    padded = torch.nn.functional.pad(x, (p, p, p, p), value=-1.0)
-    dx = torch.randint(0, 2 * p + 1, (n,), generator=gen)
-    dy = torch.randint(0, 2 * p + 1, (n,), generator=gen)
-    return torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
-
-
-def per_class_indices(y: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """Exactly n random indices of every class in y (the "10 labels per class" setting)."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for c in np.unique(y):
-        idx = np.flatnonzero(y == c)
-        if len(idx) < n:
-            raise ValueError(f"class {c} has {len(idx)} training images, fewer than labeled_per_class={n}")
-        out.append(rng.choice(idx, n, replace=False))
-    return np.sort(np.concatenate(out)).astype(np.int64)
 
 
 class Trainer:
@@ -116,22 +75,14 @@ class Trainer:
                 raise ValueError(f"data set {cfg.dataset} has no labels: set n_modes (e.g. --set n_modes=10), and "
                                  f"nothing that needs labels ({', '.join(needs)})")
         self.ds = ds
-        n = len(ds.x)
-        perm = np.random.default_rng(cfg.seed).permutation(n)
-        n_val = min(cfg.val_samples, n // 5)
-        self.val_idx, self.train_idx = perm[:n_val], perm[n_val:]
+        split = run_split(cfg, ds)
+        self.val_idx, self.train_idx, self.lab_idx = split.val_idx, split.train_idx, split.lab_idx
         self.x_train = torch.from_numpy(uint8_to_model(ds.x[self.train_idx]))
         self.x_val = torch.from_numpy(uint8_to_model(ds.x[self.val_idx]))
         self.y_val = None if ds.y is None else ds.y[self.val_idx]
         # indexed once: the supervised MM-GAN step reads it every step
         self.y_train = None if ds.y is None else ds.y[self.train_idx]
-        self.lab_idx = np.zeros(0, np.int64)
         if cfg.semi_supervised:
-            if cfg.labeled_per_class:
-                self.lab_idx = per_class_indices(self.y_train, cfg.labeled_per_class, cfg.seed)
-            else:
-                self.lab_idx = labeled_indices(self.y_train, fraction=None if cfg.labeled_count else cfg.labeled_fraction,
-                                               count=cfg.labeled_count, seed=cfg.seed)
             self.y_lab = torch.from_numpy(self.y_train[self.lab_idx]).long()
         n_modes = cfg.n_modes or ds.n_classes
 

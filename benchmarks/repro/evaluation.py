@@ -4,7 +4,6 @@ sigma quality/diversity sweep).
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 from .rows import Options, SIGMAS
@@ -97,15 +96,16 @@ def prior_learning(model, run_dir: Path, opts: Options) -> dict:
 
     from training.metrics import hungarian_mapping, prior_error
     from training.priors import learn_priors
-    from training.train import Trainer
+    from training.dataset.run import load_training_data, run_split
 
     cfg = model.cfg
     if not cfg.semi_supervised:
         raise ValueError("prior learning needs a labeled set: the row must be semi-supervised")
-    # The Trainer rebuilds the exact split the run used (held-out val slice, labeled subset).
-    t = Trainer(dataclasses.replace(cfg), progress=False)
-    x_tr, y_tr = t.ds.x[t.train_idx], t.ds.y[t.train_idx]
-    x_l, y_l = x_tr[t.lab_idx], y_tr[t.lab_idx]
+    # The exact split the run used (held-out val slice, labeled subset), as the Trainer draws it.
+    ds = load_training_data(cfg, "train")
+    split = run_split(cfg, ds)
+    x_tr = ds.x[split.train_idx]
+    x_l, y_l = split.labeled(ds)
     true = list(map(float, model.data_priors))
     n = len(true)
 
@@ -137,7 +137,7 @@ def torch_from_uint8(x):
 def algorithm2(model, opts: Options) -> dict:
     from training.cluster import cluster_generated_classifier
     from training.metrics import clustering_report
-    from training.train import load_training_data
+    from training.dataset.run import load_training_data
 
     test = load_training_data(model.cfg, "test")
     pred = cluster_generated_classifier(model, test.x, samples_per_mode=opts.alg2_samples, steps=opts.alg2_steps,
@@ -151,7 +151,7 @@ def sigma_sweep(model, opts: Options) -> dict:
     """004 ch. 3 quality (eq. 3.2-3.3) and diversity (eq. 3.6) scores vs the sampling sigma (sec. 4.3)."""
     from training.classifier import get_or_train_classifier
     from training.metrics import MetricContext, compute_metrics
-    from training.train import load_training_data
+    from training.dataset.run import load_training_data
 
     cfg = model.cfg
     train = load_training_data(cfg, "train")

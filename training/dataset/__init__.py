@@ -17,6 +17,7 @@ One concern a module, in reading order:
     load.py     ``load_dataset``: a preset name (core/data.py), a path or a DataSpec
     fake.py     ``fake_dataset`` for --dry-run and tests
     batches.py  ``BatchIterator``: resumable minibatch order
+    run.py      a training run's data and split (validation slice, labeled subset): ``run_split``
 
 Every problem with the input is reported as :class:`DataError` naming the file and what is
 wrong, because a raw ``struct.error`` or ``zlib.error`` three frames deep in a training job tells
