@@ -37,10 +37,25 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
-from serve_bench import cluster_requests, free_port, http_request, run_load  # noqa: E402
+from serve_bench import free_port, http_request, multipart, run_load  # noqa: E402
 
 PROTOCOLS = {"plain": "httptools", "guarded": "service.server:GuardedHttpToolsProtocol"}
 TICK = os.sysconf("SC_CLK_TCK")
+
+
+def pngs8() -> list[tuple[str, bytes, str]]:
+    """serve_bench's 8 PNGs (seeded uniform noise, 28x28)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    out = []
+    for i, im in enumerate((np.random.default_rng(0).random((8, 28, 28)) * 255).astype(np.uint8)):
+        b = io.BytesIO()
+        Image.fromarray(im).save(b, "PNG")
+        out.append((f"{i}.png", b.getvalue(), "image/png"))
+    return out
 
 
 def cpu_s(pid: int) -> float:
@@ -182,7 +197,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
 
-    _, png_req = cluster_requests()
+    png_req = http_request("/v1/cluster", *multipart(pngs8()))
     scenarios = {
         "GET /v2/health/live": b"GET /v2/health/live HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n",
         "POST /v1/generate n=1": http_request("/v1/generate", b'{"n": 1, "seed": 1}', "application/json"),
