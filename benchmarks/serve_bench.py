@@ -9,6 +9,9 @@ Measures
   * /v1/cluster, 8 images a request, multipart PNG and raw .npy, at concurrency 1, 8, 32, vs raw h at
     batch 256 (the fused h.onnx when the model has one, else h1 -> h2; float32 input, no decoding);
     the same service with batching off (NEMGAN_BATCHING=false) at concurrency 32;
+  * the same service with the hot-path handlers off (NEMGAN_FAST_PATH=false: /v1/generate and /v1/cluster
+    through FastAPI's router, middleware and dependencies), /generate at c=1 and /cluster at c=32, so the
+    hand-written request path (service/fastpath.py) is judged by what it buys (--no-fast-off skips it);
   * cold start: process start -> /v2/health/ready 200.
 Prints throughput (images/s), p50/p90/p99 latency, the ratios vs the targets with PASS/MISS, and the
 machine load (os.getloadavg) before and after, so readers can judge the noise; writes all of it to --out
@@ -44,7 +47,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-TARGETS = {"generate": 0.9, "cluster_npy": 0.5, "cluster_png": 0.7, "batching": 1.3, "tail": 3.0, "cold": 3.0}
+TARGETS = {"generate": 0.9, "cluster_npy": 0.5, "cluster_png": 0.7, "batching": 1.3, "tail": 3.0, "cold": 3.0,
+           "fast_path": 1.1}  # fast_path: what service/fastpath.py must buy over FastAPI's stack to stay
 
 
 def pct(lat) -> tuple[float, float, float]:
@@ -184,15 +188,18 @@ def multipart(files: list[tuple[str, bytes, str]]) -> tuple[bytes, str]:
 
 
 class Server:
-    def __init__(self, model_dir: Path, var: Path, batching: bool, threads: int):
+    """The service as `nemgan serve` runs it (the guarded protocol of service/server.py)."""
+
+    def __init__(self, model_dir: Path, var: Path, batching: bool, threads: int, fast_path: bool = True):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("NEMGAN_")}
         env.update(PYTHONPATH=str(REPO), NEMGAN_VAR_DIR=str(var), NEMGAN_MODEL_DIRS=str(model_dir),
                    NEMGAN_BATCHING=str(batching).lower(), NEMGAN_INTRA_OP_THREADS=str(threads),
-                   NEMGAN_MAX_QUEUE="4096")
+                   NEMGAN_MAX_QUEUE="4096", NEMGAN_FAST_PATH=str(fast_path).lower())
         self.t0 = time.perf_counter()
         self.proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "service.app:create_app",
+                                      "--http", "service.server:GuardedHttpToolsProtocol",
                                       "--port", str(self.port), "--log-level", "warning", "--no-access-log"],
                                      cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -225,6 +232,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="ORT intra-op threads for raw and service (0 = default)")
     ap.add_argument("--repeat", type=int, default=1, help="repeat the whole HTTP series (medians are reported)")
     ap.add_argument("--no-off", action="store_true", help="skip the batching-off server")
+    ap.add_argument("--no-fast-off", action="store_true", help="skip the fast-path-off server")
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "results" / "serve_bench.json",
                     help="where the results go (JSON; benchmarks/serve_table.py renders them)")
     ap.add_argument("--export-tiny", type=Path, help=argparse.SUPPRESS)  # internal: run in a child process
@@ -287,6 +295,15 @@ def main() -> None:
                         res[(tag, name, conc)] = http(srv.port, req, conc, 8)
             finally:
                 srv.stop()
+        if not args.no_fast_off:  # batching on, the hot-path handlers off: FastAPI's own stack
+            srv = Server(model, tmp / f"var-slow-{rep}", True, args.threads, fast_path=False)
+            srv.wait_ready()
+            try:
+                res["gen_slow"] = http(srv.port, gen_req, 1, 256)
+                for name, req in (("npy", npy_req), ("png", png_req)):
+                    res[("slow", name, 32)] = http(srv.port, req, 32, 8)
+            finally:
+                srv.stop()
         runs.append(res)
     lg.shutdown()
     shutil.rmtree(tmp, ignore_errors=True)
@@ -320,6 +337,10 @@ def main() -> None:
     if not args.no_off:
         for name in ("npy", "png"):
             rows.append((f"HTTP /cluster 8 img {name}, c=32, batching off", ("off", name, 32)))
+    if not args.no_fast_off:
+        rows.append(("HTTP /generate n=256 npz, c=1, fast path off", "gen_slow"))
+        for name in ("npy", "png"):
+            rows.append((f"HTTP /cluster 8 img {name}, c=32, fast path off", ("slow", name, 32)))
     for label, key in rows:
         thr, p50, p90, p99, err = med(key)
         spread = ""
@@ -346,6 +367,12 @@ def main() -> None:
                            TARGETS["batching"]))
         checks.append((f"/cluster {name} c=32 p99/p50", ratio(lambda i: runs[i][on][3], lambda i: runs[i][on][1]),
                        "<=", TARGETS["tail"]))
+        if not args.no_fast_off:
+            checks.append((f"/cluster {name} c=32 fast path on vs off", ratio(thr(on), thr(("slow", name, 32))),
+                           ">=", TARGETS["fast_path"]))
+    if not args.no_fast_off:
+        checks.append(("/generate n=256 c=1 fast path on vs off", ratio(thr("gen"), thr("gen_slow")), ">=",
+                       TARGETS["fast_path"]))
     for batching, v in colds.items():
         if v:
             checks.append((f"cold start to ready, batching {'on' if batching else 'off'} (s)",
