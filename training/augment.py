@@ -54,3 +54,19 @@ def random_shift(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch
     dx = torch.randint(0, 2 * p + 1, (n,), generator=gen)
     dy = torch.randint(0, 2 * p + 1, (n,), generator=gen)
     return torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
+
+
+def random_color(x: torch.Tensor, gen: torch.Generator, gain: float = 0.4) -> torch.Tensor:
+    """Recolour each RGB image of x [N, 3, H, W] (model range [-1, 1]): a random permutation of its colour
+    channels and a random gain in 1 +- gain per channel, applied around the image's darkest value so the
+    background stays the background. What the consistency term then asks is that h's mode not depend on
+    colour: on data whose colour carries no class (Colored-MNIST), clustering by colour is the failure
+    to prevent. Grey images are returned unchanged."""
+    n, c = x.shape[:2]
+    if c != 3:
+        return x
+    perm = torch.argsort(torch.rand(n, 3, generator=gen), dim=1).to(x.device)
+    x = torch.gather(x, 1, perm[:, :, None, None].expand_as(x))
+    g = (1 + (torch.rand(n, 3, 1, 1, generator=gen) * 2 - 1) * gain).to(x.device, x.dtype)
+    lo = x.amin(dim=(1, 2, 3), keepdim=True)
+    return ((x - lo) * g + lo).clamp(-1, 1)

@@ -31,7 +31,7 @@ from .dataset import BatchIterator
 # The run's data and split, and the labeled images' shift, live outside the loop (training/dataset/run.py,
 # training/augment.py); the names stay importable from here.
 from .dataset.run import load_training_data, per_class_indices, run_split  # noqa: F401
-from .augment import random_affine, random_shift  # noqa: F401
+from .augment import random_affine, random_color, random_shift  # noqa: F401
 from . import distributed
 from .device import compiled, pick_device, to_device, with_amp  # noqa: F401  (pick_device: public here too)
 from .metrics import clustering_report
@@ -222,8 +222,9 @@ class Trainer:
     def warp(self, x: torch.Tensor) -> torch.Tensor:
         """The configured random affine warp (aug_*): the consistency term's, and sup_warp's."""
         cfg = self.cfg
-        return random_affine(x, self.gen, cfg.aug_rotate, cfg.aug_scale, cfg.aug_shear, cfg.aug_shift,
-                             flip=cfg.aug_flip)
+        x = random_affine(x, self.gen, cfg.aug_rotate, cfg.aug_scale, cfg.aug_shear, cfg.aug_shift,
+                          flip=cfg.aug_flip)
+        return random_color(x, self.gen) if cfg.aug_color else x
 
     def real_classes(self, idx: torch.Tensor | np.ndarray, x_real: torch.Tensor) -> torch.Tensor:
         """The class of each real image for the K-output critic: its label (supervised MM-GAN) or, with

@@ -83,3 +83,42 @@ def test_shipped_mnist_manifest_figures_are_what_onnx_h_gives():
     manifest = json.loads((REPO / "models" / "mnist" / "manifest.json").read_text())
     assert got["acc"] == manifest["metrics"]["test_onnx"]["acc"] and got["acc"] >= 0.97
     assert abs(got["nmi"] - manifest["metrics"]["test_onnx"]["nmi"]) < 1e-9
+
+
+def _preset_rows():
+    import recipes
+
+    return [n for n, (_, over, _, role) in recipes.ROWS.items()
+            if role in ("ours", "seed") and not set(recipes._LEGACY_CADENCE) <= set(over)]
+
+
+def test_recipe_rows_train_what_the_readme_command_trains(tmp_path, monkeypatch):
+    """A preset's row and `nemgan train --preset P [--seed S]` train the same configuration: the preset alone
+    decides it (the runner adds only the folder, thread count and how often samples/last.pt are written)."""
+    import recipes
+    import training.train
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    rows = _preset_rows()
+    assert rows, "no row runs a preset as the README does"
+    seen = {}
+
+    def capture(cfg, resume=False, progress=True):
+        seen["cfg"] = cfg
+        return {"best": {}}
+
+    monkeypatch.setattr(training.train, "train", capture)
+    for name in rows:
+        preset_name, over, _, _ = recipes.ROWS[name]
+        assert set(over) <= {"seed"}, f"{name}: a preset row may only change the seed, not {sorted(over)}"
+        args = ["train", "--preset", preset_name, "--out", str(tmp_path / name), "--no-progress"]
+        if "seed" in over:
+            args += ["--seed", str(over["seed"])]
+        res = CliRunner().invoke(app, args)
+        assert res.exit_code == 0, res.output
+        ignore = {"out_dir", "threads", *recipes.RUN_OPTS}
+        cli_cfg = {k: v for k, v in seen.pop("cfg").to_dict().items() if k not in ignore}
+        row_cfg = {k: v for k, v in recipes.row_config(name).to_dict().items() if k not in ignore}
+        assert row_cfg == cli_cfg, name

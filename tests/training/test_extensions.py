@@ -218,3 +218,20 @@ def test_sup_warp_warps_the_labeled_batch_reproducibly(tmp_path):
     assert torch.equal(y0, y1)  # the same images and labels, warped
     assert torch.equal(warped, again) and not torch.allclose(warped, plain, atol=1e-3)
     assert warped.min() >= -1.0 - 1e-5 and warped.max() <= 1.0 + 1e-5
+
+
+def test_random_color_recolours_rgb_keeps_grey_and_shape():
+    import torch
+
+    from training.augment import random_color
+
+    grey = torch.rand(4, 1, 8, 8) * 2 - 1
+    assert torch.equal(random_color(grey, torch.Generator().manual_seed(0)), grey)
+    x = torch.full((64, 3, 8, 8), -0.8)
+    x[:, :, 2:6, 2:6] = torch.tensor([0.9, -0.5, 0.1])[:, None, None]  # a reddish square on a dark background
+    a = random_color(x, torch.Generator().manual_seed(0))
+    b = random_color(x, torch.Generator().manual_seed(0))
+    assert torch.equal(a, b) and a.shape == x.shape and a.min() >= -1 and a.max() <= 1
+    fg = a[:, :, 3, 3]  # [N, 3]
+    assert (fg.argmax(1) != 0).any() and (fg.argmax(1) == 0).any()  # the brightest channel moves
+    assert torch.allclose(a[:, :, 0, 0], torch.full((64, 3), -0.8))  # the background stays the background
