@@ -184,6 +184,22 @@ def multipart(files: list[tuple[str, bytes, str]]) -> tuple[bytes, str]:
     return out.getvalue(), f"multipart/form-data; boundary={boundary}"
 
 
+def cluster_requests() -> tuple[bytes, bytes]:
+    """The /v1/cluster requests of the benchmark: 8 images (seeded uniform noise, 28x28), as .npy and PNG."""
+    from PIL import Image
+
+    x8 = (np.random.default_rng(0).random((8, 28, 28)) * 255).astype(np.uint8)
+    b = io.BytesIO()
+    np.save(b, x8)
+    npy_req = http_request("/v1/cluster", b.getvalue(), "application/x-npy")
+    pngs = []
+    for i, im in enumerate(x8):
+        b = io.BytesIO()
+        Image.fromarray(im).save(b, "PNG")
+        pngs.append((f"{i}.png", b.getvalue(), "image/png"))
+    return npy_req, http_request("/v1/cluster", *multipart(pngs))
+
+
 # --------------------------------------------------------------------------- server
 
 
@@ -250,18 +266,7 @@ def main() -> None:
                              text=True)
         model = Path(out.stdout.strip().splitlines()[-1])
 
-    from PIL import Image
-
-    x8 = (np.random.default_rng(0).random((8, 28, 28)) * 255).astype(np.uint8)
-    b = io.BytesIO()
-    np.save(b, x8)
-    npy_req = http_request("/v1/cluster", b.getvalue(), "application/x-npy")
-    pngs = []
-    for i, im in enumerate(x8):
-        b = io.BytesIO()
-        Image.fromarray(im).save(b, "PNG")
-        pngs.append((f"{i}.png", b.getvalue(), "image/png"))
-    png_req = http_request("/v1/cluster", *multipart(pngs))
+    npy_req, png_req = cluster_requests()
     gen_req = http_request("/v1/generate", b'{"n": 256, "format": "npz"}', "application/json")
 
     lg = cf.ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"))

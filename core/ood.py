@@ -105,7 +105,7 @@ def fit_pca(x: np.ndarray, dims: int = PCA_DIMS, seed: int = 0) -> tuple[np.ndar
         b = (x @ q - m32 @ q).T  # [k, n]: C q, transposed
         u, s, _ = np.linalg.svd(b.astype(np.float64), full_matrices=False)
         basis, kept = (q.astype(np.float64) @ u)[:, :p], float((s[:p] ** 2).sum() / n)
-    return mean.astype(np.float32), basis.astype(np.float32), (kept / total if total > 0 else 1.0)
+    return mean.astype(np.float32), np.ascontiguousarray(basis, np.float32), (kept / total if total > 0 else 1.0)
 
 
 @dataclass
@@ -178,7 +178,7 @@ class OodCalibration:
         with np.load(Path(model_dir) / section["file"], allow_pickle=False) as f:
             means, whiten = f["means"].astype(np.float32), f["whiten"].astype(np.float32)
             pca_mean = f["pca_mean"].astype(np.float32) if "pca_mean" in f.files else None
-            pca_basis = f["pca_basis"].astype(np.float32) if "pca_basis" in f.files else None
+            pca_basis = np.ascontiguousarray(f["pca_basis"], np.float32) if "pca_basis" in f.files else None
         if means.ndim != 2 or whiten.shape != (*means.shape, means.shape[1]):
             raise ManifestError(f"{model_dir}/{section['file']}: means {means.shape} / whiten {whiten.shape} "
                                 "are not [K,D] / [K,D,D]")

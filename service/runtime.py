@@ -42,6 +42,27 @@ ORT_SPINNING = False  # spinning intra-op threads would take the CPU the event l
 MAX_LOADED_VERSIONS = 4  # loaded non-active versions kept per process (requests naming an old version)
 
 
+_BLAS_SINGLE_THREADED = False
+
+
+def single_threaded_blas() -> None:
+    """Run numpy's BLAS on one thread in this process (once; idempotent).
+
+    ONNX Runtime owns the cores; the batch thread's own matmuls (the OOD score: pixel_pca's [N,D]x[D,P]) are
+    small. With OpenBLAS's default threads they fought ORT's and the event loop's: pixel_pca took ~300 us an
+    image at batch 64 instead of ~10, and PNG /v1/cluster lost half its throughput (benchmarks/ood_cost.py)."""
+    global _BLAS_SINGLE_THREADED
+    if _BLAS_SINGLE_THREADED:
+        return
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # optional: without it numpy keeps its default BLAS threads
+        log.warning("threadpoolctl is not installed: numpy's BLAS keeps its default threads (slower OOD score)")
+    else:
+        threadpool_limits(1, user_api="blas")
+    _BLAS_SINGLE_THREADED = True
+
+
 def pick_providers(setting: str) -> list[str]:
     import onnxruntime as ort
 
@@ -59,6 +80,7 @@ class ModelRuntime:
     def __init__(self, model_dir: Path, settings: Settings):
         import onnxruntime as ort
 
+        single_threaded_blas()
         self.dir = Path(model_dir)
         self.manifest: Manifest = load_manifest(self.dir)
         self.name, self.version = self.manifest.name, self.manifest.version

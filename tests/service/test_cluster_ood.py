@@ -136,6 +136,15 @@ def test_pixel_pca_scores_clustered_pngs_as_the_calibration_does(client, tiny_mo
     assert min(got[4:]) > max(got[:4])
 
 
+def test_serving_runs_numpy_blas_on_one_thread(client):
+    """ORT owns the cores: the batch thread's matmuls (pixel_pca) on OpenBLAS's own threads fought it
+    (benchmarks/ood_cost.py: PNG /v1/cluster at about half the throughput)."""
+    from threadpoolctl import threadpool_info
+
+    assert client.get("/v1/models").status_code == 200
+    assert all(i["num_threads"] == 1 for i in threadpool_info() if i["user_api"] == "blas")
+
+
 def test_latent_only_calibration_still_serves(make_client, settings, tiny_model_dir, tmp_path, train_imgs):
     """A model calibrated before pixel_pca (latent_mahalanobis only; ood.npz without the basis) loads and
     scores with the latent distance alone."""
