@@ -46,6 +46,9 @@ def _refusal(message: str) -> bytes:
             + str(len(body)).encode() + b"\r\n\r\n" + body)
 
 
+_on_body = HttpToolsProtocol.on_body if httptools is not None else None
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with a cap on the request head: 431 + close above it."""
 
@@ -56,6 +59,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._in_head = True  # between messages, the next bytes start a head
         self._head_seen = 0
+        self._section = "the request head"
         self._refused = False
 
     def data_received(self, data: bytes) -> None:
@@ -75,7 +79,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             if self._in_head:
                 room = self.max_head_bytes - self._head_seen
                 if room <= 0:
-                    return self._refuse(f"the request head exceeds {self.max_head_bytes} bytes")
+                    return self._refuse(f"{self._section} exceeds {self.max_head_bytes} bytes")
                 piece, data = data[:room], data[room:]
                 self._head_seen += len(piece)
             else:
@@ -113,8 +117,17 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
-        self._in_head, self._head_seen = True, 0
+        self._in_head, self._head_seen, self._section = True, 0, "the request head"
         super().on_message_complete()
+
+    # a chunked body: each chunk's size line, and after the last one (size 0) the trailer section, are counted
+    # like a head (httptools grows trailer values by the same concatenation); the chunk's data is not
+    def on_chunk_header(self) -> None:
+        self._in_head, self._head_seen, self._section = True, 0, "a chunk header or the trailer section"
+
+    def on_body(self, body: bytes) -> None:
+        self._in_head = False
+        _on_body(self, body)
 
     def _bad_request(self) -> None:
         msg = "Invalid HTTP request received."
