@@ -7,7 +7,9 @@ process by 233 MB. `GuardedHttpToolsProtocol` counts the bytes of each request h
 fields) before they reach the parser and refuses a head over `MAX_HEAD_BYTES`, or with more than
 `MAX_HEADERS` fields, with `431 Request Header Fields Too Large` (JSON body) and closes the connection: the
 parser never sees more than the limit, so the cost is linear and a refused connection holds at most one
-socket read (<= 256 KiB) of memory. Bodies are not counted (they have their own caps, service/middleware.py).
+socket read (<= 256 KiB) of memory. Bodies are not counted (they have their own caps, service/middleware.py);
+the size lines and the trailer section of a chunked body are, each against the same cap (httptools grows
+trailer values the same way).
 
 Without httptools (uvicorn's pure-Python h11 stack) the same limit is h11's `max_incomplete_event_size`
 (h11 answers an oversized head with 400 and closes).
