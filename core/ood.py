@@ -11,7 +11,7 @@ The score only uses what the model computes anyway (or the image itself), plus s
                          Needs only z and logits, so it costs no extra network call.
     pixel_mse            mean (g(h1(x)) - x)^2: the image's own reconstruction error. Needs one g call.
     pixel_pca            (|x - m|^2 - |B^T (x - m)|^2) / D: the energy of the image outside the top-P principal
-                         components B [D,P] (P = 64 by default) of the training images (mean m), per pixel. No
+                         components B [D,P] (P = 64, at most N/10) of the training images (mean m), per pixel. No
                          network call: one [N,D]x[D,P] matmul on the image the service already holds.
 
 score = mean over the chosen components of (log v - mean_log) / std_log, the mean and std taken on the
@@ -82,12 +82,12 @@ def pixel_pca(x: np.ndarray, mean: np.ndarray, basis: np.ndarray) -> np.ndarray:
 
 
 def fit_pca(x: np.ndarray, dims: int = PCA_DIMS, seed: int = 0) -> tuple[np.ndarray, np.ndarray, float]:
-    """Mean [D], top-`dims` principal directions [D,P] (orthonormal columns) of the rows of x, and the share
-    of the variance they explain. Exact (eigendecomposition of the covariance) up to D = 4096; above, a
+    """Mean [D], top-`dims` principal directions [D,P] (orthonormal columns; P <= D - 1 and <= N / 10) of the
+    rows of x, and the share of the variance they explain. Exact (eigendecomposition of the covariance) up to D = 4096; above, a
     seeded randomized subspace iteration, so a 64x64 RGB model (D = 12288) needs no D x D matrix."""
     x = np.asarray(x, np.float32).reshape(len(x), -1)
     n, d = x.shape
-    p = int(max(1, min(dims, d - 1, n - 1)))
+    p = int(max(1, min(dims, d - 1, n // 10)))  # <= n/10: fitted on few images, the basis would fit them all
     mean = x.mean(0, dtype=np.float64)
     total = float(((x - mean.astype(np.float32)) ** 2).sum(dtype=np.float64) / n)
     if d <= _EXACT_PCA_MAX_DIM:

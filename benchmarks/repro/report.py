@@ -369,6 +369,11 @@ def build_report(out: Path, report: Path, fig_dir: Path) -> Path:
     a, b = old.find("<!-- recipes:begin -->"), old.find("<!-- recipes:end -->")
     if 0 <= a < b:
         L[1:1] = ["", old[a:b + len("<!-- recipes:end -->")]]
+    # ... and the OOD section after it: benchmarks/ood_auroc.py owns that block.
+    a, b = old.find("<!-- ood:begin -->"), old.find("<!-- ood:end -->")
+    if 0 <= a < b:
+        at = 3 if len(L) > 2 and L[2].startswith("<!-- recipes:begin -->") else 1
+        L[at:at] = ["", old[a:b + len("<!-- ood:end -->")]]
     report.parent.mkdir(parents=True, exist_ok=True)
     tmp = report.with_name(f".{report.name}.tmp")
     tmp.write_text("\n".join(L))
