@@ -9,6 +9,7 @@ around the model directory (`tar czf m.tgz my-model/`) is taken off.
 
 from __future__ import annotations
 
+import errno
 import shutil
 import stat
 import tarfile
@@ -119,7 +120,9 @@ def extract_model(archive: Path, dest: Path, max_bytes: int) -> Path:
     except OSError as e:
         if isinstance(e, FileExistsError):
             raise ArchiveError("a member appears twice in the archive") from None
-        raise
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
+            raise  # the server's disk, not the archive (503 from the route)
+        raise ArchiveError(f"cannot unpack the archive: {e.strerror or type(e).__name__}") from None
     finally:
         handle.close()
 

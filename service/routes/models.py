@@ -33,12 +33,12 @@ DETAIL_EX = {200: {"content": {"application/json": {"example": {
 @contextlib.contextmanager
 def _writable():
     """A registry this process cannot write (a read-only volume, a full disk, no permission) -> 503, naming
-    the cause but no path; the active version stays as it was."""
+    the cause but no path; the active version and the versions stay as they were."""
     try:
         yield
     except OSError as e:
         cause = "read-only" if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM) else "not writable"
-        raise ApiError(503, f"cannot change the active version: the model registry is {cause} on this server "
+        raise ApiError(503, f"cannot change the model registry: it is {cause} on this server "
                             f"({e.strerror or type(e).__name__})", headers={"Retry-After": "60"}) from None
 
 
@@ -187,7 +187,8 @@ async def upload_version(name: str, request: Request, registry: RegistryDep, poo
             work.mkdir(parents=True)
             await _receive(request, work / "archive", cap)
         try:
-            model_dir = await asyncio.to_thread(extract_model, work / "archive", work / "model", cap)
+            with _writable():
+                model_dir = await asyncio.to_thread(extract_model, work / "archive", work / "model", cap)
         except ArchiveError as e:
             raise ApiError(e.status, f"refused: {e}") from None
         await asyncio.to_thread(_verify_upload, model_dir, name, settings)

@@ -78,6 +78,7 @@ def test_push_registers_a_checked_version_then_activate_and_delete(client, setti
     ("hardlink", [member("hard", kind=tarfile.LNKTYPE, link="manifest.json")], 400, "links"),
     ("fifo", [member("pipe", kind=tarfile.FIFOTYPE)], 400, "only files"),
     ("bomb", [member("zeros.bin", b"\0" * 3_000_000)], 413, "over the cap"),
+    ("file-then-folder", [member("a"), member("a/b")], 400, "twice"),  # a 400, never a 500
 ])
 def test_unsafe_archives_are_refused_and_leave_nothing(make_client, settings, tmp_path, case, extra, status, words):
     (tmp_path / "empty").mkdir()
