@@ -139,17 +139,30 @@ async def repository_index(request: Request, pool: PoolDep, registry: RegistryDe
     return out
 
 
-@router.get("/v2/models/stats", summary="OIP inference statistics of every loaded model",
-            responses={200: {"content": {"application/json": {"example": {"model_stats": [
-                {"name": "mnist-h", "version": "1", "last_inference": 1733472000000, "inference_count": 256,
-                 "execution_count": 4, "inference_stats": {"success": {"count": 32, "ns": 81000000}}}]}}}}})
+STATS_EX = {200: {"content": {"application/json": {"example": {"model_stats": [
+    {"name": "mnist-h", "version": "1", "last_inference": 1733472000000, "inference_count": 256,
+     "execution_count": 4, "inference_stats": {"success": {"count": 32, "ns": 81000000},
+                                               "fail": {"count": 0, "ns": 0}, "queue": {"count": 32, "ns": 9000000},
+                                               "compute_infer": {"count": 4, "ns": 60000000}},
+     "batch_stats": [{"batch_size": 64, "compute_infer": {"count": 4, "ns": 60000000}}]}]}}}}}
+CONFIG_EX = {200: {"content": {"application/json": {"example": {
+    "name": "mnist-h", "platform": "onnxruntime_onnx", "backend": "onnxruntime", "max_batch_size": 256,
+    "input": [{"name": "x", "data_type": "TYPE_FP32", "dims": [1, 28, 28]}],
+    "output": [{"name": "z", "data_type": "TYPE_FP32", "dims": [50]},
+               {"name": "logits", "data_type": "TYPE_FP32", "dims": [10]},
+               {"name": "ood_score", "data_type": "TYPE_FP32", "dims": [1], "reshape": {"shape": []}}],
+    "dynamic_batching": {"max_queue_delay_microseconds": 2000}}}}}}
+
+
+@router.get("/v2/models/stats", summary="OIP inference statistics of every loaded model", responses=STATS_EX)
 async def all_stats(pool: PoolDep):
     return {"model_stats": [_stats(rt, net) for rt in _loaded(pool) for net in NETWORKS]}
 
 
 @router.get("/v2/models/{model}/stats", summary="OIP inference statistics (every loaded version)",
-            responses=ERR)
-@router.get("/v2/models/{model}/versions/{version}/stats", summary="OIP inference statistics", responses=ERR)
+            responses={**ERR, **STATS_EX})
+@router.get("/v2/models/{model}/versions/{version}/stats", summary="OIP inference statistics",
+            responses={**ERR, **STATS_EX})
 async def model_stats(model: str, pool: PoolDep, version: str | None = None):
     """Counts of every request through the network's batcher (/v1 and /v2 alike) since the version was loaded:
     success/fail, queue and compute time in ns, per batch size (service/stats.py)."""
@@ -163,8 +176,10 @@ async def model_stats(model: str, pool: PoolDep, version: str | None = None):
     return {"model_stats": [_stats(rt, net) for rt in rts]}
 
 
-@router.get("/v2/models/{model}/config", summary="OIP model configuration (active version)", responses=ERR)
-@router.get("/v2/models/{model}/versions/{version}/config", summary="OIP model configuration", responses=ERR)
+@router.get("/v2/models/{model}/config", summary="OIP model configuration (active version)",
+            responses={**ERR, **CONFIG_EX})
+@router.get("/v2/models/{model}/versions/{version}/config", summary="OIP model configuration",
+            responses={**ERR, **CONFIG_EX})
 async def model_config(model: str, pool: PoolDep, settings: SettingsDep, version: str | None = None):
     """The network as a Triton model configuration: tensors without the batch axis, the request's row cap as
     max_batch_size, the dynamic batcher's settings, the execution provider as the instance kind."""
