@@ -145,9 +145,10 @@ class Batcher:
         if self.enabled and (self._task is None or self._task.done()):
             self._task = asyncio.get_running_loop().create_task(self._loop())
 
-    def _depth_changed(self) -> None:
+    def _depth_changed(self, held: int = 0) -> None:
+        """Tell on_depth how many requests wait: queued, plus `held` taken into a batch that waits for more."""
         if self.on_depth:
-            self.on_depth(len(self._queue))
+            self.on_depth(len(self._queue) + held)
 
     def _call(self, x: np.ndarray) -> np.ndarray:
         t = time.perf_counter()
@@ -195,6 +196,7 @@ class Batcher:
             # Wait for more rows only under load (another batch running): an idle service flushes at once.
             if rows < self.max_batch and self.max_wait > 0 and not self._queue and (self._running or not self.adaptive):
                 deadline = loop.time() + self.max_wait
+                self._depth_changed(len(batch))
                 while rows < self.max_batch and not self._queue:
                     left = deadline - loop.time()
                     if left <= 0:
@@ -205,6 +207,7 @@ class Batcher:
                     except asyncio.TimeoutError:
                         break
                     rows = self._take(batch, rows)
+                    self._depth_changed(len(batch))  # they wait for the window to close: still waiting
             self._depth_changed()
             if not batch:
                 continue

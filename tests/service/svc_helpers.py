@@ -24,6 +24,33 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_for(pred, timeout: float = 30.0, interval: float = 0.05, what: str = "the condition"):
+    """Poll pred() until it returns something truthy (returned) or `timeout` s pass (TimeoutError naming `what`).
+
+    How the tests wait for an event (a job running, requests held in a batcher, a port closed) instead of
+    sleeping a guessed time: as fast as the event on an idle machine, as patient as the deadline on a busy one."""
+    end = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > end:
+            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def metric(url: str, name: str, **labels) -> float | None:
+    """One sample of a Prometheus text endpoint (url ends in /metrics or is the service's root), or None."""
+    import httpx
+
+    text = httpx.get(url if url.endswith("/metrics") else url + "/metrics", timeout=5).text
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    for line in text.splitlines():
+        if line.startswith(name + ("{" + want + "}" if want else " ")) or (not want and line.startswith(name + "{}")):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
 def npy_bytes(x: np.ndarray) -> bytes:
     b = io.BytesIO()
     np.save(b, x)

@@ -16,6 +16,15 @@ def run(coro):
     return asyncio.run(coro)
 
 
+async def until(pred, timeout: float = 10.0, what: str = "the condition"):
+    """Wait on the event loop until pred() holds (polled), or fail after `timeout` s: an event, not a guess."""
+    end = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.002)
+
+
 def test_concurrent_requests_merge_into_one_call():
     sizes = []
 
@@ -67,9 +76,10 @@ def test_oversized_request_runs_alone():
 
 
 def test_queue_full_raises():
-    gate = threading.Event()
+    gate, entered = threading.Event(), threading.Event()
 
     def fn(x):
+        entered.set()
         gate.wait(5)
         return x
 
@@ -77,7 +87,7 @@ def test_queue_full_raises():
         b = Batcher(fn, max_batch=1, max_wait=0.0, max_queue=2)
         t1 = asyncio.create_task(b.submit(np.zeros((1, 1), np.float32)))
         t2 = asyncio.create_task(b.submit(np.zeros((1, 1), np.float32)))
-        await asyncio.sleep(0.05)
+        await until(lambda: entered.is_set() and b.depth == 1, what="one request running, one queued")
         with pytest.raises(QueueFull):
             await b.submit(np.zeros((1, 1), np.float32))
         gate.set()
@@ -119,14 +129,17 @@ def test_disabled_runs_each_request_alone():
 
 
 def test_drain_finishes_inflight_then_refuses():
+    entered = threading.Event()
+
     def fn(x):
+        entered.set()
         time.sleep(0.1)
         return x + 1
 
     async def main():
         b = Batcher(fn, max_batch=8, max_wait=0.0)
         t = asyncio.create_task(b.submit(np.zeros((1, 1))))
-        await asyncio.sleep(0.01)
+        await until(entered.is_set, what="the request to reach the model")
         await b.drain(timeout=5)
         assert t.done() and t.result()[0, 0] == 1
         with pytest.raises(BatcherClosed):
@@ -178,3 +191,24 @@ def test_prepare_runs_in_the_batch_thread_and_its_errors_stay_with_their_request
     assert threads and threading.main_thread().name not in threads
     if enabled:
         assert sizes == [3]  # one call for the two good requests
+
+
+def test_depth_counts_requests_held_for_the_batching_window():
+    """Requests taken into a batch that waits for more rows are still waiting: on_depth (the nemgan_queue_depth
+    gauge) counts them until the window closes, so tests and dashboards can see them (it said 0 before)."""
+    depths: list[int] = []
+    sizes: list[int] = []
+
+    async def main():
+        b = Batcher(lambda x: sizes.append(len(x)) or x, max_batch=64, max_wait=2.0, adaptive=False,
+                    on_depth=depths.append)
+        tasks = []
+        for k in (1, 2, 3):  # one at a time: each is taken out of the queue into the waiting batch
+            tasks.append(asyncio.create_task(b.submit(np.zeros((1, 1)))))
+            await until(lambda k=k: b.depth == 0 and bool(depths) and depths[-1] == k, what=f"{k} requests held")
+        assert not any(t.done() for t in tasks) and not sizes  # held, not yet run
+        await asyncio.gather(*tasks)
+        assert sizes == [3] and depths[-1] == 0
+        await b.close()
+
+    run(main())

@@ -14,7 +14,7 @@ from PIL import Image
 
 from service.jobs.store import JobStore
 from service.registry import Registry
-from svc_helpers import Server, Worker, base_env, free_port
+from svc_helpers import Server, Worker, base_env, free_port, metric, wait_for
 
 FAST = {"h_steps": "5", "alpha_steps": "20", "seed": "0"}
 
@@ -143,7 +143,8 @@ def test_embedded_mode_worker_end_to_end_with_kill(tmp_path, tiny_model_dir):
         wrk.wait_ready()
         job = _post_learn(srv.url, {"h_steps": "4000"}).json()  # long enough to be killed while running
         _poll(srv.url, job["id"], until=("running",))
-        time.sleep(1.0)
+        wait_for(lambda: httpx.get(f"{srv.url}/v1/jobs/{job['id']}").json()["progress"] > 0, timeout=60,
+                 what="the job to be under way (its heartbeat reported progress)")
         wrk.kill()
         assert httpx.get(f"{srv.url}/v1/jobs/{job['id']}").json()["state"] == "running"
         # shorten the rerun: the job's params live in the store (a redelivery runs the same job)
@@ -157,21 +158,20 @@ def test_embedded_mode_worker_end_to_end_with_kill(tmp_path, tiny_model_dir):
         assert reg.versions("tiny") == ["1", "2"] and reg.active("tiny") == "2"
         staging = tmp_path / "var" / "registry" / "tiny" / ".staging"
         assert not staging.exists() or not any(staging.iterdir())  # the killed attempt's export is gone too
-        for _ in range(30):
+        def serves_v2() -> bool:
             g = httpx.post(f"{srv.url}/v1/generate", json={"n": 1})
             assert g.status_code == 200, g.text
-            if g.headers["x-nemgan-version"] == "2":
-                break
-            time.sleep(0.2)
-        else:
-            pytest.fail("the API did not switch to the published version")
+            return g.headers["x-nemgan-version"] == "2"
+
+        wait_for(serves_v2, timeout=10, interval=0.2, what="the API to switch to the published version")
         wm = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
         assert 'nemgan_worker_jobs_total{state="succeeded"} 1.0' in wm and "nemgan_job_duration_seconds_count 1.0" in wm
         # cancel a running job: it stops and publishes nothing
         job2 = _post_learn(srv.url, {"h_steps": "4000"}).json()
         _poll(srv.url, job2["id"], until=("running",))
         assert httpx.delete(f"{srv.url}/v1/jobs/{job2['id']}").json()["state"] == "cancelled"
-        time.sleep(1.5)
+        wait_for(lambda: metric(f"http://127.0.0.1:{metrics_port}/metrics", "nemgan_worker_jobs_total", state="cancelled"),
+                 what="the worker to stop the cancelled job")
         assert reg.versions("tiny") == ["1", "2"]
         am = httpx.get(f"{srv.url}/metrics").text
         assert 'nemgan_jobs{state="succeeded"} 1.0' in am and 'nemgan_jobs{state="cancelled"} 1.0' in am

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import numpy as np
 import pytest
-from svc_helpers import Server, Worker, base_env, free_port
+from svc_helpers import Server, Worker, base_env, free_port, wait_for
 
 from service.jobs.reaper import RESEND_AFTER_S, UNQUEUED_GRACE_S, sweep
 from service.jobs.store import JobStore
@@ -82,7 +82,7 @@ def test_hung_redis_submits_fail_fast_and_inference_keeps_its_threads(tmp_path, 
         with ThreadPoolExecutor(10) as ex:
             t0 = time.perf_counter()
             subs = [ex.submit(lambda: (post_learn(srv.url, timeout=25), time.perf_counter() - t0)) for _ in range(8)]
-            time.sleep(0.5)  # the submits now wait on the hung peer
+            wait_for(lambda: peer.conns, timeout=10, what="the submits to reach the hung peer")
             t1 = time.perf_counter()
             g = httpx.post(f"{srv.url}/v1/generate", json={"n": 256, "format": "npz", "seed": 1}, timeout=10)
             big = np.zeros((256, 28, 28), np.uint8)
@@ -340,19 +340,16 @@ def test_killed_worker_job_requeued_on_another_host_once(tmp_path, tiny_model_di
         assert j["state"] == "succeeded" and j["attempts"] == 2, j
         assert took < 60, f"recovered after {took:.0f}s"
         print(f"\nkilled worker's job re-queued and finished {took:.1f}s after the kill")
-        time.sleep(3)  # no second run, no second version
+        time.sleep(3)  # an absence, not an event: no second run (a redelivery) publishes a second version
         reg = Registry(tmp_path / "var" / "registry")
         assert reg.versions("tiny") == ["1", "2"] and store.get(job_id)["attempts"] == 2
         # a cancelled job: Celery logs it ignored, never succeeded
         job2 = post_learn(srv.url, {"h_steps": "100000"}).json()["id"]
         poll(srv.url, job2, until=("running",))
         assert httpx.delete(f"{srv.url}/v1/jobs/{job2}").json()["state"] == "cancelled"
-        end = time.time() + 30
-        log = ""
-        while time.time() < end and f"[{job2}] ignored" not in log:
-            time.sleep(0.3)
-            log = (tmp_path / "worker2.log").read_text(errors="replace")
-        assert f"[{job2}] ignored" in log, log[-2000:]
+        wait_for(lambda: f"[{job2}] ignored" in (tmp_path / "worker2.log").read_text(errors="replace"), interval=0.3,
+                 what=f"the worker to log [{job2}] ignored")
+        log = (tmp_path / "worker2.log").read_text(errors="replace")
         assert f"[{job2}] succeeded" not in log
         import redis
 
@@ -374,10 +371,8 @@ def test_a_worker_whose_job_was_requeued_stops_and_leaves_it_to_the_new_owner(cl
     out = {}
     t = threading.Thread(target=lambda: out.setdefault("res", run_learn_job(job_id, settings)))
     t.start()
-    end = time.time() + 60
-    while store.get(job_id)["state"] != "running" or "phases" not in store.get(job_id):
-        assert time.time() < end
-        time.sleep(0.1)
+    wait_for(lambda: store.get(job_id)["state"] == "running" and "phases" in store.get(job_id), timeout=60,
+             interval=0.1, what="the job running, its first phase recorded")
     # as the reaper + a worker on another host would: re-queue, then claim for a new attempt
     store.update(job_id, heartbeat=time.time() - 100)
     assert store.requeue_if_stale(job_id, stale_after=30)

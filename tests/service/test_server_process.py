@@ -8,13 +8,11 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 
 import httpx
 import numpy as np
-import pytest
 
-from svc_helpers import REPO, Server, base_env, npy_bytes
+from svc_helpers import REPO, Server, base_env, metric, npy_bytes, wait_for
 
 
 def _metric(text: str, name: str, **labels) -> float:
@@ -52,8 +50,8 @@ def test_concurrent_requests_are_batched(tmp_path, tiny_model_dir):
 
 
 def test_sigterm_finishes_inflight_requests(tmp_path, tiny_model_dir):
-    # a 1.5 s batching window keeps a request in flight long enough to send SIGTERM during it
-    srv = Server(base_env(tmp_path / "var", [tiny_model_dir], NEMGAN_MAX_WAIT_MS="1500",
+    # a 4 s batching window keeps a request in flight long enough to send SIGTERM during it
+    srv = Server(base_env(tmp_path / "var", [tiny_model_dir], NEMGAN_MAX_WAIT_MS="4000",
                           NEMGAN_ADAPTIVE_WAIT="false"), tmp_path / "api.log")
     srv.wait_ready()
     results = []
@@ -65,11 +63,18 @@ def test_sigterm_finishes_inflight_requests(tmp_path, tiny_model_dir):
     threads = [threading.Thread(target=call) for _ in range(3)]
     for t in threads:
         t.start()
-    time.sleep(0.5)
+    wait_for(lambda: (metric(srv.url, "nemgan_queue_depth", model="tiny", network="g") or 0) >= 3,
+             what="the 3 requests waiting in the batcher")
     srv.proc.send_signal(signal.SIGTERM)
-    time.sleep(0.3)
-    with pytest.raises(httpx.HTTPError):  # no new connections once draining
-        httpx.post(srv.url + "/v1/generate", json={"n": 1}, timeout=2)
+
+    def refused() -> bool:
+        try:
+            httpx.post(srv.url + "/v1/generate", json={"n": 1}, timeout=2)
+        except httpx.HTTPError:
+            return True
+        return False
+
+    wait_for(refused, timeout=10, what="no new connections once draining")
     for t in threads:
         t.join(30)
     assert results == [200, 200, 200]
