@@ -111,3 +111,47 @@ def test_spectral_critic_trains_on_rgb(tmp_path, gan_loss):
     m = NemganModel.load(tmp_path / "r" / "last.pt")
     assert m.image_shape == (3, 32, 32) and m.net_cfg.d_norm == "spectral"
     assert torch.nn.utils.parametrize.is_parametrized(m.d.net[0], "weight")
+
+
+_IDENTITY_RUN = """
+import sys, types, hashlib
+import torch
+if sys.argv[1] == "old":  # networks.py before sizes scaled, in place of today's
+    mod = types.ModuleType("training.networks")
+    sys.modules["training.networks"] = mod  # (before exec: its dataclass looks itself up there)
+    exec(compile(open(sys.argv[2]).read(), "networks@26f37d9", "exec"), mod.__dict__)
+from training.config import TrainConfig
+from training.train import Trainer
+import training.model
+assert training.model.Generator.__module__ == "training.networks"
+torch.set_num_threads(1)
+t = Trainer(TrainConfig(out_dir=sys.argv[3], dry_run=True, seed=3, consistency_weight=1.0, im_weight=1.0), progress=False)
+for _ in range(4):
+    t.train_step()
+h = hashlib.sha256()
+for k, v in t.model.state_dict().items():
+    h.update(k.encode()); h.update(v.detach().contiguous().numpy().tobytes())
+print(sys.modules["training.networks"].__dict__.get("__file__", "old"), h.hexdigest())
+"""
+
+
+def test_28x28_training_is_bit_identical_to_the_old_networks(tmp_path):
+    """Same seed, same steps: a 28x28 grey run with networks.py as it was before sizes scaled (26f37d9, from git)
+    ends with exactly the same weights as with today's: the shipped models' figures stand."""
+    import subprocess
+    import sys
+
+    try:
+        src = subprocess.run(["git", "show", "26f37d9:training/networks.py"], capture_output=True, text=True,
+                             cwd=REPO, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("needs the repository's git history")
+    (tmp_path / "old_networks.py").write_text(src)
+    out = {}
+    for tag in ("old", "new"):
+        r = subprocess.run([sys.executable, "-c", _IDENTITY_RUN, tag, str(tmp_path / "old_networks.py"),
+                            str(tmp_path / tag)], capture_output=True, text=True, cwd=REPO, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        out[tag] = r.stdout.split()
+    assert out["old"][0] == "old" and out["new"][0].endswith("training/networks.py")  # each ran its own networks
+    assert out["old"][1] == out["new"][1]  # sha256 of every weight and buffer after 4 steps
