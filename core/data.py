@@ -15,10 +15,11 @@ FASHION_MNIST_CLASSES = [
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 ]
 
-# name -> DataSpec keyword arguments; ``path`` is relative to the data root.
+# Data-set presets: name -> DataSpec keyword arguments; ``path`` is relative to the data root. (The training
+# recipes are another table: training/config.py PRESETS.)
 # The two-class imbalanced MNIST sets (3 vs 5, 0 vs 4) and the 5-group merges follow the
 # NEMGAN paper's experiments on imbalanced modes.
-PRESETS: dict[str, dict] = {
+DATASETS: dict[str, dict] = {
     "mnist": dict(path="mnist", class_names=MNIST_CLASSES),
     "fashion-mnist": dict(path="fashion-mnist", class_names=FASHION_MNIST_CLASSES),
     "mnist-2-50-50": dict(path="mnist", classes=[3, 5], ratios=[0.5, 0.5], class_names=MNIST_CLASSES),
@@ -33,14 +34,14 @@ PRESETS: dict[str, dict] = {
         class_names=FASHION_MNIST_CLASSES,
     ),
 }
-PRESETS["fmnist"] = PRESETS["fashion-mnist"]
+DATASETS["fmnist"] = DATASETS["fashion-mnist"]
 
 # ---- colour and other sizes (issue 16). Formats: training/dataset/formats.py and colored.py. CIFAR-10, STL-10 and
 # CelebA are not on this machine: put their distribution folders under the data root (cifar-10-batches-bin/,
 # stl10_binary/, celeba/ with img_align_celeba/ + list_attr_celeba.txt [+ list_eval_partition.txt]).
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 STL10_CLASSES = ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"]
-PRESETS.update({
+DATASETS.update({
     # MNIST padded to 32x32, digit and background in random HSV colours independent of the digit (RGB).
     "colored-mnist": dict(path="mnist", format="colored-mnist", class_names=MNIST_CLASSES),
     "cifar10": dict(path="cifar-10-batches-bin", format="cifar10", class_names=CIFAR10_CLASSES),
@@ -53,6 +54,8 @@ PRESETS.update({
     "celeba-eyeglasses": dict(path="celeba", format="celeba", attribute="Eyeglasses", ratios=[0.93, 0.07]),
     "celeba-smiling": dict(path="celeba", format="celeba", attribute="Smiling", ratios=[0.3, 0.7]),
 })
+
+PRESETS = DATASETS  # the old name, still importable
 
 DATA_HINT = ("the standard IDX files of MNIST / Fashion-MNIST in <data root>/mnist and <data root>/fashion-mnist "
              "(set NEMGAN_DATA_DIR; e.g. `apt-get install dataset-fashion-mnist` puts Fashion-MNIST in "
@@ -77,5 +80,5 @@ def resolve_path(path: str | os.PathLike, data_root: str | os.PathLike | None = 
 
 def dataset_path(name_or_path: str, data_root: str | os.PathLike | None = None) -> Path:
     """Where a preset name (its folder) or a path lives under the data root."""
-    preset = PRESETS.get(str(name_or_path).lower())
+    preset = DATASETS.get(str(name_or_path).lower())
     return resolve_path(preset["path"] if preset else name_or_path, data_root)

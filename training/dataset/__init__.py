@@ -24,7 +24,7 @@ wrong, because a raw ``struct.error`` or ``zlib.error`` three frames deep in a t
 the user nothing about which of their files is broken.
 """
 
-from core.data import FASHION_MNIST_CLASSES, MNIST_CLASSES, PRESETS, default_data_root
+from core.data import DATASETS, FASHION_MNIST_CLASSES, MNIST_CLASSES, PRESETS, default_data_root
 from core.errors import DataError
 
 from .batches import BatchIterator
@@ -41,7 +41,8 @@ __all__ = [
     "load_images",
     "DataSpec",
     "ImageDataset",
-    "PRESETS",
+    "DATASETS",
+    "PRESETS",  # the old name of DATASETS
     "MNIST_CLASSES",
     "FASHION_MNIST_CLASSES",
     "default_data_root",

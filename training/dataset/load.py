@@ -6,7 +6,7 @@ import dataclasses
 import os
 from pathlib import Path
 
-from core.data import PRESETS, default_data_root, resolve_path
+from core.data import DATASETS, default_data_root, resolve_path
 from core.errors import DataError
 
 from .colored import colorize
@@ -25,8 +25,8 @@ def spec_kwargs(name: str) -> dict:
     ``celeba:ATTR`` or ``celeba:ATTR@PATH`` (CelebA with attribute(s) ATTR as the label, e.g.
     ``celeba:Eyeglasses``; PATH default <data root>/celeba), or a plain path (format detected)."""
     key = name.lower()
-    if key in PRESETS:
-        return dict(PRESETS[key], name=key)
+    if key in DATASETS:
+        return dict(DATASETS[key], name=key)
     fmt, sep, rest = name.partition(":")
     if sep and fmt.lower() in FORMATS:
         fmt = fmt.lower()
@@ -64,7 +64,7 @@ def load_dataset(
     if not path.exists():
         hint = "" if preset_name is None and Path(spec.path).is_absolute() else (
             f" (looked relative to the data root {root}; set NEMGAN_DATA_DIR or pass data_root; "
-            f"presets: {sorted(PRESETS)})"
+            f"presets: {sorted(DATASETS)})"
         )
         raise DataError(f"{path}: no such file or directory{hint}")
 
