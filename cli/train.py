@@ -69,7 +69,7 @@ def export_mode_labels(n_modes: int, class_names: Optional[list[str]], labeled: 
 def train(
     out: Annotated[Optional[str], typer.Option("--out", "-o", help="Run folder (options.json, stats.jsonl, samples/, last.pt, best.pt). Default: runs/mnist (or the --config/--preset out_dir); with --dry-run a fresh temporary folder.")] = None,
     preset: Annotated[Optional[str], typer.Option(help="Named recipe from training/config.py PRESETS (e.g. mnist-unsup); the options below and --set override it.")] = None,
-    dataset: Annotated[Optional[str], typer.Option(help="Preset (mnist, fashion-mnist, mnist-2-70-30, mnist-2-90-10, mnist-5, fmnist-5, ...) or a path (IDX dir, .npz, image folder). Default: mnist.")] = None,
+    dataset: Annotated[Optional[str], typer.Option(help="Preset (mnist, fashion-mnist, mnist-2-70-30, mnist-5, colored-mnist, cifar10, stl10, celeba-eyeglasses, ...), folder:PATH (PNG/JPEG of any size/colour: flat = unlabeled, set n_modes; one sub-folder per class = labeled), cifar10:PATH, stl10:PATH, celeba:ATTR[@PATH], or a path (IDX dir, .npz, .npy, image folder). Images are resized to --set image_size=N (README: Your own images). Default: mnist.")] = None,
     steps: Annotated[Optional[int], typer.Option(help="Training steps (one d step + one g/h step each). Default: 5000.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Minibatch size. Default: 64.")] = None,
     latent: Annotated[Optional[str], typer.Option(help="Latent kind: nemgan | nemgan-p | mmgan-static | mmgan-dynamic. Default: nemgan.")] = None,
