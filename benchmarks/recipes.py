@@ -36,9 +36,9 @@ RUNS = REPO / "runs" / "recipes"
 _FMNIST_10PC_V1 = {"aug_flip": False, "aug_rotate": 15.0, "aug_shear": 10.0, "sup_weight": 1.0}
 _MMGAN_GFROZEN_DHALF = {"latent_kind": "mmgan-static", "h_mode_start": -1, "h_freeze_patience": 0, "d_width": 16}
 _LEGACY: dict[str, tuple[str, dict, int, str]] = {
-    "mnist-unsup": ("mnist-unsup", {}, 4000, "ours"),
-    "mnist-unsup-seed1": ("mnist-unsup", {"seed": 1}, 3000, "seed"),
-    "mnist-unsup-seed2": ("mnist-unsup", {"seed": 2}, 3000, "seed"),
+    "mnist-unsup-v1": ("mnist-unsup-v1", {}, 4000, "variant"),
+    "mnist-unsup-v1-seed1": ("mnist-unsup-v1", {"seed": 1}, 3000, "seed"),
+    "mnist-unsup-v1-seed2": ("mnist-unsup-v1", {"seed": 2}, 3000, "seed"),
     "mnist-10pc": ("mnist-10pc", {}, 2000, "ours"),
     "fmnist-unsup": ("fmnist-unsup", {}, 2000, "ours"),
     "fmnist-unsup-seed1": ("fmnist-unsup", {"seed": 1}, 2000, "seed"),
@@ -48,27 +48,27 @@ _LEGACY: dict[str, tuple[str, dict, int, str]] = {
     # The rows below trained before the presets took h_freeze_patience (mnist-unsup) and the clothes' warp
     # (fmnist-unsup): they say so in their overrides, so each row still names exactly what it ran.
     # benchmarks/step_profile.py: a half-width critic is the only measured speed-up of the step (1.6x)
-    "mnist-unsup-dhalf": ("mnist-unsup", {"d_width": 16}, 4000, "variant"),
+    "mnist-unsup-dhalf": ("mnist-unsup-v1", {"d_width": 16}, 4000, "variant"),
     # h keeps training after its MI peak: it drifts, and g's modes stay impure (the freeze's ablation).
-    "mnist-unsup-nofreeze": ("mnist-unsup", {"h_freeze_patience": 0}, 4000, "ablation"),
+    "mnist-unsup-nofreeze": ("mnist-unsup-v1", {"h_freeze_patience": 0}, 4000, "ablation"),
     # The mode loss also trains h on g's samples (h_mode_start 0): h learns to accept whatever g draws for
     # mode k, and g's modes stop being pure digits (the presets use -1: g is shaped through a frozen h).
     "mnist-10pc-hmode": ("mnist-10pc", {"h_mode_start": 0}, 3000, "variant"),
-    "mnist-unsup-gfrozen": ("mnist-unsup", {"h_mode_start": -1, "h_freeze_patience": 0}, 5000, "variant"),
-    "mnist-mmgan-gfrozen": ("mnist-unsup", {"latent_kind": "mmgan-static", "h_mode_start": -1,
-                                            "h_freeze_patience": 0}, 5000, "ours"),
-    "mnist-mmgan-dhalf": ("mnist-unsup", {"latent_kind": "mmgan-static", "d_width": 16}, 4000, "variant"),
+    "mnist-unsup-gfrozen": ("mnist-unsup-v1", {"h_mode_start": -1, "h_freeze_patience": 0}, 5000, "variant"),
+    "mnist-mmgan-gfrozen": ("mnist-unsup-v1", {"latent_kind": "mmgan-static", "h_mode_start": -1,
+                                            "h_freeze_patience": 0}, 5000, "variant"),
+    "mnist-mmgan-dhalf": ("mnist-unsup-v1", {"latent_kind": "mmgan-static", "d_width": 16}, 4000, "variant"),
     # g's modes follow h only 72-80% of the time with the MM-GAN latent: pull harder through the frozen h.
-    "mnist-mmgan-mode5": ("mnist-unsup", {"latent_kind": "mmgan-static", "mode_weight": 5.0}, 4000, "variant"),
-    "mnist-mmgan-mode5-dhalf": ("mnist-unsup", {"latent_kind": "mmgan-static", "mode_weight": 5.0, "d_width": 16},
+    "mnist-mmgan-mode5": ("mnist-unsup-v1", {"latent_kind": "mmgan-static", "mode_weight": 5.0}, 4000, "variant"),
+    "mnist-mmgan-mode5-dhalf": ("mnist-unsup-v1", {"latent_kind": "mmgan-static", "mode_weight": 5.0, "d_width": 16},
                                 4000, "variant"),
-    "mnist-mmgan-gfrozen-dhalf": ("mnist-unsup", {"latent_kind": "mmgan-static", "h_mode_start": -1,
+    "mnist-mmgan-gfrozen-dhalf": ("mnist-unsup-v1", {"latent_kind": "mmgan-static", "h_mode_start": -1,
                                                   "h_freeze_patience": 0, "d_width": 16}, 5000, "variant"),
-    "mnist-mmgan-gfrozen-dhalf-seed1": ("mnist-unsup", {"latent_kind": "mmgan-static", "h_mode_start": -1,
+    "mnist-mmgan-gfrozen-dhalf-seed1": ("mnist-unsup-v1", {"latent_kind": "mmgan-static", "h_mode_start": -1,
                                                         "h_freeze_patience": 0, "d_width": 16, "seed": 1}, 5000,
                                         "variant"),
-    "mnist-mmgan-freeze": ("mnist-unsup", {"latent_kind": "mmgan-static"}, 4000, "ours"),
-    "mnist-mmgan": ("mnist-unsup", {"latent_kind": "mmgan-static", "h_freeze_patience": 0}, 2500, "ours"),
+    "mnist-mmgan-freeze": ("mnist-unsup-v1", {"latent_kind": "mmgan-static"}, 4000, "variant"),
+    "mnist-mmgan-v1": ("mnist-unsup-v1", {"latent_kind": "mmgan-static", "h_freeze_patience": 0}, 2500, "variant"),
     "fmnist-10pc-gfrozen": ("fmnist-10pc", {"h_mode_start": -1, **_FMNIST_10PC_V1}, 2000, "variant"),
     "fmnist-10pc-digitwarp": ("fmnist-10pc", _FMNIST_10PC_V1, 4000, "variant"),
     # The digits' warp (+-15 deg rotation, +-10 deg shear, no mirror) on clothes: the warp's ablation.
@@ -83,20 +83,20 @@ _LEGACY: dict[str, tuple[str, dict, int, str]] = {
     "fmnist-10pc-supwarp": ("fmnist-10pc", {"sup_weight": 1.0, "sup_warp": True}, 2000, "variant"),
     # The critic sees h's cluster of each real image (d_pseudo_labels, no labels): g's mode k must look like
     # the real images h puts in cluster k, not merely be called k by h.
-    "mnist-pl": ("mnist-unsup", dict(_MMGAN_GFROZEN_DHALF, d_pseudo_labels=True), 5000, "variant"),
-    "mnist-pl-seed1": ("mnist-unsup", dict(_MMGAN_GFROZEN_DHALF, d_pseudo_labels=True, seed=1), 5000, "variant"),
+    "mnist-pl": ("mnist-unsup-v1", dict(_MMGAN_GFROZEN_DHALF, d_pseudo_labels=True), 5000, "variant"),
+    "mnist-pl-seed1": ("mnist-unsup-v1", dict(_MMGAN_GFROZEN_DHALF, d_pseudo_labels=True, seed=1), 5000, "variant"),
     "fmnist-pl": ("fmnist-unsup", dict(_MMGAN_GFROZEN_DHALF, d_pseudo_labels=True, mm_c=0.25), 4000, "variant"),
     # 60 labels a class (600 = 1% of the training set), g shaped through the frozen h and h's clusters
     "fmnist-1pc-pl": ("fmnist-10pc", dict(labeled_per_class=60, h_mode_start=-1, d_pseudo_labels=True), 3000,
                       "variant"),
     "fmnist-1pc-pl-hmode": ("fmnist-10pc", dict(labeled_per_class=60, d_pseudo_labels=True), 3000, "variant"),
     "mnist-unsup-paper": ("mnist-unsup-paper", {}, 2000, "paper"),
-    "mnist-abl-no-im": ("mnist-unsup", {"im_weight": 0.0, "h_freeze_patience": 0}, 2000, "ablation"),
-    "mnist-abl-no-cons": ("mnist-unsup", {"consistency_weight": 0.0, "h_freeze_patience": 0}, 2000, "ablation"),
-    "mnist-abl-neither": ("mnist-unsup", {"im_weight": 0.0, "consistency_weight": 0.0, "h_freeze_patience": 0},
+    "mnist-abl-no-im": ("mnist-unsup-v1", {"im_weight": 0.0, "h_freeze_patience": 0}, 2000, "ablation"),
+    "mnist-abl-no-cons": ("mnist-unsup-v1", {"consistency_weight": 0.0, "h_freeze_patience": 0}, 2000, "ablation"),
+    "mnist-abl-neither": ("mnist-unsup-v1", {"im_weight": 0.0, "consistency_weight": 0.0, "h_freeze_patience": 0},
                           2000, "ablation"),
     # h1 with the authors' batch-norm: its running statistics drift with g's samples (see networks.H1).
-    "mnist-abl-batchnorm": ("mnist-unsup", {"h_norm": "batch", "h_freeze_patience": 0}, 3000, "ablation"),
+    "mnist-abl-batchnorm": ("mnist-unsup-v1", {"h_norm": "batch", "h_freeze_patience": 0}, 3000, "ablation"),
 }
 # The rows above trained before the presets carried their own evaluation cadence: they evaluated every 200
 # steps. That is part of what they ran (it decides when h freezes and which checkpoint is kept), so their
@@ -106,6 +106,10 @@ _LEGACY_CADENCE = {"eval_every": 200, "log_every": 100}
 ROWS: dict[str, tuple[str, dict, int | None, str]] = {
     name: (p, {**over, **_LEGACY_CADENCE}, steps, role) for name, (p, over, steps, role) in _LEGACY.items()}
 ROWS.update({
+    # The presets as `nemgan train --preset P --seed S` trains them (steps None: the preset's own).
+    **{("mnist-unsup" if s == 0 else f"mnist-unsup-seed{s}"): ("mnist-unsup", {"seed": s} if s else {}, None, "ours" if s == 0 else "seed")
+       for s in range(5)},
+    "mnist-mmgan": ("mnist-mmgan", {}, None, "ours"),
     # mm_c 0.1 (the thesis' default) puts the 10 Gaussians so close in 50 dimensions that even the Bayes rule
     # tells the mode of a z only 84% of the time: g cannot be purer than that. mm_c 0.25: 1.000.
     "mnist-pl-c25": ("mnist-unsup", dict(_MMGAN_GFROZEN_DHALF, d_pseudo_labels=True, mm_c=0.25, eval_every=250),

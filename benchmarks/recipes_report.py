@@ -17,7 +17,11 @@ BEGIN, END = "<!-- recipes:begin -->", "<!-- recipes:end -->"
 # preset's target): (paper figure, issue-9 target), quoted from 001 Table 1-2, the MM-GAN thesis (004) and the
 # issue. An MM-GAN latent is judged on Algorithm 2, whatever preset it started from.
 TARGETS = {
-    "mnist-unsup": ("NEMGAN_V .96 / .91", {"acc": 0.96, "nmi": 0.91}),
+    # issue 15: every seed >= 0.95 (seed table) and g faithful to its modes (generation purity >= 0.95)
+    "mnist-unsup": ("NEMGAN_V .96 / .91", {"acc": 0.95, "nmi": 0.91, "gen_purity": 0.95}),
+    "mnist-mmgan": ("thesis Alg. 2: .99", {"alg2_acc": 0.95}),
+    "mnist-unsup-v1": ("NEMGAN_V .96 / .91", {"acc": 0.96, "nmi": 0.91}),
+    "fmnist-1pc": ("NEMGAN_P .84 (< 1% labels)", {"acc": 0.85, "gen_purity": 0.85}),
     "mnist-10pc": ("NEMGAN_P .96 (< 1% labels)", {"acc": 0.97, "nmi": 0.93}),
     "fmnist-unsup": ("NEMGAN_V .65", {"acc": 0.65}),
     "fmnist-10pc": ("NEMGAN_P .84 (< 1% labels)", {"acc": 0.80}),
@@ -33,8 +37,14 @@ def target_of(row: dict) -> tuple[str, dict]:
     return TARGETS.get(row["preset"], ("—", {}))
 
 
+# What each seed table is held to (issue 15): the lowest and the mean test ACC over the seeds, and the run a
+# user keeps by the label-free pick.
+SEED_TARGETS = {"mnist-unsup": {"min": 0.95, "mean": 0.97, "kept_acc": 0.97, "kept_nmi": 0.93},
+                "fmnist-unsup": {"min": 0.65, "mean": 0.70}}
+
+
 # The reference rows printed above the ablations that change them.
-ABLATION_REFERENCES = ("mnist-unsup", "mnist-unsup-paper", "fmnist-unsup")
+ABLATION_REFERENCES = ("mnist-unsup", "mnist-unsup-v1", "mnist-unsup-paper", "fmnist-unsup")
 
 
 def load_rows(results: Path) -> list[dict]:
@@ -60,11 +70,19 @@ def _data(row: dict) -> str:
 def _gen_purity(row: dict) -> str:
     """`mean (classes covered)` of the generation purity, or a dash where the row has none."""
     gp = row["eval"].get("gen_purity") or {}
-    return f"{_f(gp.get('mean'), 2)} ({gp.get('classes_covered', 0):.0f})" if gp else "—"
+    return f"{_f(gp.get('mean'), 3)} ({gp.get('classes_covered', 0):.0f})" if gp else "—"
+
+
+def _recon(row: dict) -> str:
+    r = row["eval"].get("reconstruction") or {}
+    return f"{_f(r.get('acc'))} ({_f(r.get('acc_images'))})" if r else "—"
 
 
 def _verdict(row: dict, target: dict) -> str:
-    got = {"acc": row["test_onnx"]["acc"], "nmi": row["test_onnx"]["nmi"],
+    gp = row["eval"].get("gen_purity") or {}
+    # generation purity counts only when the modes cover every class (else one class drawn ten times is "pure")
+    gen = gp.get("mean") if gp and gp.get("coverage", 0) >= 1 else (0.0 if gp else None)
+    got = {"acc": row["test_onnx"]["acc"], "nmi": row["test_onnx"]["nmi"], "gen_purity": gen,
            "alg2_acc": (row["eval"].get("cluster_algorithm2") or {}).get("acc")}
     misses = [f"{k} {_f(got[k])} < {v}" for k, v in target.items() if got.get(k) is None or got[k] < v]
     return "meets the target" if target and not misses else ("; ".join(misses) if misses else "no target")
@@ -86,9 +104,11 @@ def section(rows: list[dict], fig: str | None) -> list[str]:
          "rows, checkpoints chosen by the same label-free MI).", "",
          "`gen. purity`: a classifier trained on the real training set labels 500 generated images per mode; the "
          "mean majority-class share per mode, and how many classes the modes cover (a measure of g, not of h).", "",
-         "| row | role | labels | recipe | steps | train time | test ACC | NMI | ARI | gen. purity (classes) | paper "
-         "| target |",
-         "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+         "`g(h1(x))`: the same classifier on the reconstructions of the 10k test images, accuracy against their "
+         "labels (in brackets: on the images themselves).", "",
+         "| row | role | labels | recipe | steps | train time | test ACC | NMI | ARI | gen. purity (classes) | g(h1(x)) "
+         "| paper | target |",
+         "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     roles = {"ours": 0, "seed": 1, "variant": 2, "paper": 3}
     for name, r in sorted(by.items(), key=lambda kv: (_data(kv[1]), roles.get(kv[1]["role"], 4), kv[0])):
         if r["role"] == "ablation":
@@ -97,7 +117,8 @@ def section(rows: list[dict], fig: str | None) -> list[str]:
         t = r["test_onnx"]
         recipe = f"`--preset {r['preset']}`" + "".join(f" `--set {k}={v}`" for k, v in r["overrides"].items())
         L.append(f"| `{name}` | {r['role']} | {r['labels']} | {recipe} | {r['steps']} | {r['train_time_s'] / 60:.0f} min | "
-                 f"{_f(t['acc'])} | {_f(t['nmi'])} | {_f(t['ari'])} | {_gen_purity(r)} | {paper} | {_verdict(r, target)} |")
+                 f"{_f(t['acc'])} | {_f(t['nmi'])} | {_f(t['ari'])} | {_gen_purity(r)} | {_recon(r)} | {paper} | "
+                 f"{_verdict(r, target)} |")
     alg = [r for r in rows if r["eval"].get("cluster_algorithm2")]
     if alg:
         L += ["", "MM-GAN Algorithm 2 (a classifier trained on g's samples labels the test images):", "",
@@ -139,14 +160,21 @@ def section(rows: list[dict], fig: str | None) -> list[str]:
               "all change). Each run is `test ACC / NMI (MI)`, MI being the held-out I(image; mode) of its selected "
               "h, the label-free signal; the last column is the run a user keeps by training every seed and "
               "picking the highest MI, with no labels.", "",
-              "| preset | runs (seed: test ACC / NMI (MI)) | mean test ACC | kept by MI: test ACC |", "|---|---|---|---|"]
+              "| preset | runs (seed: test ACC / NMI (MI)) | min test ACC | mean test ACC | kept by MI: test ACC / NMI "
+              "| target |", "|---|---|---|---|---|---|"]
         for preset_name, runs in seeds.items():
             pick = max(runs, key=_h_mi)
             each = "; ".join(f"{r['overrides'].get('seed', 0)}: {_f(r['test_onnx']['acc'])} / "
                              f"{_f(r['test_onnx']['nmi'])} ({_f(_h_mi(r))})" for r in runs)
-            mean = sum(r["test_onnx"]["acc"] for r in runs) / len(runs)
-            L.append(f"| `{preset_name}` | {each} | {_f(mean)} | {_f(pick['test_onnx']['acc'])} "
-                     f"(seed {pick['overrides'].get('seed', 0)}) |")
+            accs = [r["test_onnx"]["acc"] for r in runs]
+            got = {"min": min(accs), "mean": sum(accs) / len(accs), "kept_acc": pick["test_onnx"]["acc"],
+                   "kept_nmi": pick["test_onnx"]["nmi"]}
+            tgt = SEED_TARGETS.get(preset_name, {})
+            misses = [f"{k} {_f(got[k])} < {v}" for k, v in tgt.items() if got[k] < v]
+            verdict = ("; ".join(misses) if misses else "meets the target") if tgt else "no target"
+            L.append(f"| `{preset_name}` | {each} | {_f(got['min'])} | {_f(got['mean'])} | "
+                     f"{_f(got['kept_acc'])} / {_f(got['kept_nmi'])} (seed {pick['overrides'].get('seed', 0)}) | "
+                     f"{verdict} |")
     if fig:
         L += ["", f"![training curves]({fig})", ""]
     L.append(END)

@@ -15,7 +15,8 @@ def _row(name, role, acc, nmi, labels="none", preset=None, overrides=None, alg2=
     return {"row": name, "preset": preset or name, "overrides": overrides or {}, "role": role, "steps": 2000,
             "train_time_s": 600.0, "labels": labels, "selected": {"step": 400, "by": "val_mi", "score": 2.2},
             "test_onnx": {"acc": acc, "nmi": nmi, "ari": nmi - 0.02, "purity": acc},
-            "eval": {"cluster": {"acc": acc}, **({"cluster_algorithm2": {"acc": alg2}} if alg2 is not None else {})},
+            "eval": {"cluster": {"acc": acc}, **({"cluster_algorithm2": {"acc": alg2}} if alg2 is not None else {}),
+                     "gen_purity": {"mean": 0.96, "min": 0.9, "classes_covered": 10.0, "coverage": 1.0}},
             "curve": [{"step": 200, "val_acc": acc - 0.1, "val_mi": 2.0}, {"step": 400, "val_acc": acc, "val_mi": 2.2},
                       {"step": 2000, "val_acc": acc, "val_mi": 2.2}],
             **({"prior_learning": prior} if prior else {})}
@@ -50,10 +51,12 @@ def test_report_section_verdicts_and_splice(tmp_path):
     assert "meets the target" in line["mnist-unsup"] and "0.970" in line["mnist-unsup"]
     assert "acc 0.600 < 0.65" in line["fmnist-unsup"]
     assert "alg2_acc 0.930 < 0.95" in text  # MM-GAN judged on Algorithm 2
-    assert "| `mnist-abl-no-im` | mnist | `im_weight=0.0` | 0.500 | 0.500 (2000) | 0.500 | 0.400 | — |" in text
+    assert "| `mnist-abl-no-im` | mnist | `im_weight=0.0` | 0.500 | 0.500 (2000) | 0.500 | 0.400 | 0.960 (10) |" in text
     seed = next(ln for ln in text.splitlines() if ln.startswith("| `mnist-unsup` | 0: "))
     # MI at the selected step 400: 2.2 for seed 0, 2.3 for seed 1, so the label-free pick is seed 1.
-    assert seed == "| `mnist-unsup` | 0: 0.970 / 0.930 (2.200); 1: 0.910 / 0.880 (2.300) | 0.940 | 0.910 (seed 1) |"
+    assert seed == ("| `mnist-unsup` | 0: 0.970 / 0.930 (2.200); 1: 0.910 / 0.880 (2.300) | 0.910 | 0.940 | "
+                    "0.910 / 0.880 (seed 1) | min 0.910 < 0.95; mean 0.940 < 0.97; kept_acc 0.910 < 0.97; "
+                    "kept_nmi 0.880 < 0.93 |")
     assert "[0.9, 0.1]" in text and (tmp_path / "docs" / "images" / "recipes-curves.png").is_file()
     # Rewriting replaces the block in place.
     (res / "fmnist-unsup.json").unlink()
