@@ -110,6 +110,10 @@ ROWS.update({
     **{("mnist-unsup" if s == 0 else f"mnist-unsup-seed{s}"): ("mnist-unsup", {"seed": s} if s else {}, None, "ours" if s == 0 else "seed")
        for s in range(5)},
     "mnist-mmgan": ("mnist-mmgan", {}, None, "ours"),
+    "mnist-k-auto": ("mnist-k-auto", {}, None, "ours"),
+    # The same recipe on digits 0-4 only: it should keep about 5 of its 20 modes.
+    "mnist04-k-auto": ("mnist-k-auto", {"classes": [0, 1, 2, 3, 4]}, None, "variant"),
+    "colored-mnist-unsup": ("colored-mnist-unsup", {}, None, "ours"),
     # mm_c 0.1 (the thesis' default) puts the 10 Gaussians so close in 50 dimensions that even the Bayes rule
     # tells the mode of a z only 84% of the time: g cannot be purer than that. mm_c 0.25: 1.000.
     "mnist-pl-c25": ("mnist-unsup", dict(_MMGAN_GFROZEN_DHALF, d_pseudo_labels=True, mm_c=0.25, eval_every=250),
@@ -133,8 +137,10 @@ def row_config(name: str, threads: int = 1, steps: int | None = None):
     return TrainConfig(**base)
 
 
-def onnx_scores(model_dir: Path, x_uint8: np.ndarray, y: np.ndarray) -> dict:
-    """ACC / NMI / ARI of the exported h.onnx on the test set (what the service answers)."""
+def onnx_scores(model_dir: Path, x_uint8: np.ndarray, y: np.ndarray, extras: dict | None = None) -> dict:
+    """ACC / NMI / ARI of the exported h.onnx on the test set (what the service answers); `modes_1pct`: the
+    modes h gives at least 1% of the images (what an unknown number of modes keeps); with a background hue
+    in `extras` (Colored-MNIST), `nmi_bg_hue`: NMI between the modes and the hue in 10 bins (0 = colour-blind)."""
     import onnxruntime as ort
 
     from core.images import uint8_to_model
@@ -144,8 +150,15 @@ def onnx_scores(model_dir: Path, x_uint8: np.ndarray, y: np.ndarray) -> dict:
     name = sess.get_inputs()[0].name
     pred = [sess.run(["logits"], {name: uint8_to_model(x_uint8[i:i + 1000])})[0].argmax(1)
             for i in range(0, len(x_uint8), 1000)]
-    rep = clustering_report(y, np.concatenate(pred))
-    return {k: float(v) for k, v in rep.items()}
+    pred = np.concatenate(pred)
+    out = {k: float(v) for k, v in clustering_report(y, pred).items()}
+    out["modes_1pct"] = int((np.bincount(pred) >= 0.01 * len(pred)).sum())
+    if extras and "bg_hue" in extras:
+        from training.dataset.colored import hue_bins
+        from training.metrics import nmi
+
+        out["nmi_bg_hue"] = float(nmi(hue_bins(extras["bg_hue"], 10), pred))
+    return out
 
 
 def run_row(name: str, threads: int = 1, steps: int | None = None) -> dict:
@@ -166,7 +179,7 @@ def run_row(name: str, threads: int = 1, steps: int | None = None) -> dict:
     test = load_training_data(cfg, "test")
     row = {"row": name, "preset": preset_name, "overrides": over, "role": role, "steps": cfg.steps,
            "train_time_s": summary["train_time_s"], "labels": supervision(cfg),
-           "selected": summary["best"], "test_onnx": onnx_scores(model_dir, test.x, test.y)}
+           "selected": summary["best"], "test_onnx": onnx_scores(model_dir, test.x, test.y, getattr(test, "extras", None))}
     # (not under no_grad: the first evaluation of a data set trains the reference classifier)
     row["eval"] = evaluate(model, ["cluster", "gen_purity", "reconstruction"], algorithm2=cfg.latent_kind.startswith("mmgan"),
                            num_gen=5000)

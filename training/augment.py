@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 
 def random_affine(x: torch.Tensor, gen: torch.Generator, rotate_deg: float = 15.0, scale: float = 0.1,
-                  shear_deg: float = 10.0, shift_px: float = 3.0, background: float = -1.0,
+                  shear_deg: float = 10.0, shift_px: float = 3.0, background: float | None = -1.0,
                   flip: bool = False) -> torch.Tensor:
     """Warp each image of x [N, C, H, W] (model range, background `background`) by its own random affine
     map: rotation in +-rotate_deg, isotropic scale in 1 +- scale, shear in +-shear_deg, shift in +-shift_px,
@@ -38,6 +38,8 @@ def random_affine(x: torch.Tensor, gen: torch.Generator, rotate_deg: float = 15.
         theta[:, :, 0] = theta[:, :, 0] * sign[:, None]
     theta = theta.to(x.device, x.dtype)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    if background is None:  # no single background value (colour images): repeat each image's edge pixels
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
     # grid_sample pads with zeros: warp (x - background) so the padding is the background colour.
     return F.grid_sample(x - background, grid, mode="bilinear", padding_mode="zeros",
                          align_corners=False) + background

@@ -24,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from core.images import uint8_to_model
+from .augment import random_affine
 
 
 class Classifier(nn.Module):
@@ -89,6 +90,7 @@ def train_classifier(
     seed: int = 0,
     device: str = "cpu",
     progress: bool = True,
+    augment: bool = False,
 ) -> Classifier:
     """Train a `Classifier` with Adam on uniformly sampled minibatches.
 
@@ -124,11 +126,14 @@ def train_classifier(
 
         iterator = tqdm(iterator, desc="classifier", unit="step")
 
+    warp_gen = torch.Generator().manual_seed(seed)
     clf.train()
     for step in iterator:
         idx = torch.from_numpy(rng.integers(0, len(x_all), size=batch_size))
-        xb, yb = x_all[idx].to(device), y_all[idx].to(device)
-        loss = F.cross_entropy(clf(xb), yb)
+        xb, yb = x_all[idx], y_all[idx].to(device)
+        if augment:  # small affine warps (training/augment.py): for training sets that lack real variety
+            xb = random_affine(xb, warp_gen, background=-1.0 if c == 1 else None)
+        loss = F.cross_entropy(clf(xb.to(device)), yb)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -23,7 +23,7 @@ def cluster_h(model: NemganModel, x_uint8: np.ndarray, batch_size: int = 1000) -
 
 def cluster_generated_classifier(model: NemganModel, x_uint8: np.ndarray, samples_per_mode: int = 1000,
                                  steps: int = 1000, sigma: float = 1.0, seed: int = 0,
-                                 progress: bool = False) -> np.ndarray:
+                                 progress: bool = False, augment: bool = False) -> np.ndarray:
     """004 Algorithm 2: a classifier trained on generated samples labeled by their mode."""
     K = model.n_modes
     xs, ys = [], []
@@ -31,6 +31,9 @@ def cluster_generated_classifier(model: NemganModel, x_uint8: np.ndarray, sample
         x, _ = model.generate(samples_per_mode, mode=k, sigma=sigma, seed=seed * 1000 + k)
         xs.append(model_to_uint8(x))
         ys.append(np.full(samples_per_mode, k, np.int64))
-    clf = train_classifier(np.concatenate(xs), np.concatenate(ys), K, steps=steps, seed=seed, progress=progress)  # step 7
+    # step 7. augment: the classifier sees g's samples under small affine warps, which widens what g drew
+    # towards what real images vary by (beyond the thesis, which leaves the classifier open).
+    clf = train_classifier(np.concatenate(xs), np.concatenate(ys), K, steps=steps, seed=seed, progress=progress,
+                           augment=augment)
     labels, _ = predict(clf, x_uint8)  # step 8
     return labels

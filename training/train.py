@@ -222,8 +222,9 @@ class Trainer:
     def warp(self, x: torch.Tensor) -> torch.Tensor:
         """The configured random affine warp (aug_*): the consistency term's, and sup_warp's."""
         cfg = self.cfg
+        # With aug_color the background is any colour: pad the warp with each image's own edge, not black.
         x = random_affine(x, self.gen, cfg.aug_rotate, cfg.aug_scale, cfg.aug_shear, cfg.aug_shift,
-                          flip=cfg.aug_flip)
+                          background=None if cfg.aug_color else -1.0, flip=cfg.aug_flip)
         return random_color(x, self.gen) if cfg.aug_color else x
 
     def real_classes(self, idx: torch.Tensor | np.ndarray, x_real: torch.Tensor) -> torch.Tensor:
