@@ -66,6 +66,15 @@ def export_mode_labels(n_modes: int, class_names: Optional[list[str]], labeled: 
     return [f"m{k}" for k in range(n_modes)]
 
 
+def parse_mode_labels(given: str) -> list[str]:
+    """--mode-labels as a list (comma-separated or a JSON list) of distinct non-empty names; the count is checked
+    by the caller (export_mode_labels, or the pruning, which takes one per original or per kept mode)."""
+    names = parse_value(given) if given.strip().startswith("[") else [v.strip() for v in given.split(",")]
+    if not isinstance(names, list) or len(set(map(str, names))) != len(names) or any(str(v) == "" for v in names):
+        fail(f"--mode-labels needs distinct non-empty names (comma-separated or a JSON list), got {given!r}")
+    return [str(v) for v in names]
+
+
 def train(
     out: Annotated[Optional[str], typer.Option("--out", "-o", help="Run folder (options.json, stats.jsonl, samples/, last.pt, best.pt). Default: runs/mnist (or the --config/--preset out_dir); with --dry-run a fresh temporary folder.")] = None,
     preset: Annotated[Optional[str], typer.Option(help="Named recipe from training/config.py PRESETS (e.g. mnist-unsup); the options below and --set override it.")] = None,
@@ -207,8 +216,12 @@ def export(
     version: Annotated[str, typer.Option(help="Model version.")] = "1",
     metrics_file: Annotated[Optional[Path], typer.Option("--metrics", help="JSON file of measured metrics to record in the manifest (e.g. from `nemgan eval --out`).")] = None,
     supervision: Annotated[Optional[str], typer.Option(help="Free text recorded in the manifest, e.g. 'semi-supervised, 5% labels'.")] = None,
-    mode_labels: Annotated[Optional[str], typer.Option(help="The modes' names, comma-separated or a JSON list, one per mode. Default: the data set's class names when labels trained h, else m0..m{K-1} (an unsupervised mode is no class).")] = None,
+    mode_labels: Annotated[Optional[str], typer.Option(help="The modes' names, comma-separated or a JSON list, one per mode. Default: the data set's class names when labels trained h, else m0..m{K-1} (an unsupervised mode is no class). With --prune-modes: one per original mode (the kept ones are used) or one per kept mode.")] = None,
     force: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
+    prune_modes: Annotated[bool, typer.Option("--prune-modes", help="Export only the live modes: those h assigns >= --min-usage of the training images (argmax of h on the training split, no labels). h2's last layer and the latent are sliced to them (priors renormalised); the manifest's 'pruning' section lists the original index and usage of every mode.")] = False,
+    min_usage: Annotated[float, typer.Option(help="With --prune-modes: the smallest share of the images a mode must get to be kept.")] = 0.01,
+    usage_from: Annotated[str, typer.Option(help="With --prune-modes: 'train' (h's argmax on the training split) or 'priors' (the latent's learned priors).")] = "train",
+    data_root: Annotated[Optional[str], typer.Option(help="With --prune-modes: folder holding the data sets (default ../shared/data or $NEMGAN_DATA_DIR).")] = None,
 ):
     """Export g, h1, h2 to TorchScript + ONNX with manifest.json, checked for parity against the eager model."""
     try:
@@ -219,20 +232,32 @@ def export(
 
     try:
         m = NemganModel.load(checkpoint)
-        m.class_names = export_mode_labels(m.n_modes, m.class_names, supervised(m.cfg), mode_labels)
         metrics = json.loads(metrics_file.read_text()) if metrics_file else None
         extra = {}
         summary = (checkpoint if checkpoint.is_dir() else checkpoint.parent) / "summary.json"
         if summary.is_file():
             extra["training_run"] = json.loads(summary.read_text())
-        p = export_model(m, out, name or out.name, version, metrics=metrics, supervision=supervision,
-                         extra=extra, overwrite=force)
+        if prune_modes:
+            from training.export import export_pruned
+
+            labels = None if mode_labels is None else parse_mode_labels(mode_labels)
+            p = export_pruned(m, out, name or out.name, version, min_usage=min_usage, usage_from=usage_from,
+                              data_root=data_root, mode_labels=labels, metrics=metrics, supervision=supervision,
+                              extra=extra, overwrite=force)
+        else:
+            m.class_names = export_mode_labels(m.n_modes, m.class_names, supervised(m.cfg), mode_labels)
+            p = export_model(m, out, name or out.name, version, metrics=metrics, supervision=supervision,
+                             extra=extra, overwrite=force)
     except typer.Exit:  # a RuntimeError too: fail() above already said why
         raise
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:
         fail(str(e))
     man = json.loads((p / "manifest.json").read_text())
-    typer.echo(json.dumps({"model_dir": str(p), "parity": man["parity"]}, indent=2))
+    res = {"model_dir": str(p), "parity": man["parity"]}
+    if "pruning" in man:
+        res["pruning"] = {k: man["pruning"][k] for k in ("kept", "dropped", "min_usage")} | {
+            "usage": [round(u, 4) for u in man["pruning"]["usage"]], "mode_labels": man["mode_labels"]}
+    typer.echo(json.dumps(res, indent=2))
 
 
 def learn_priors_cmd(

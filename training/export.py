@@ -176,3 +176,163 @@ def load_exported(model_dir: str | Path) -> NemganModel:
     """The eager model behind an exported directory (used to retrain h for prior learning)."""
     m = load_manifest(model_dir)
     return NemganModel.load(m.root / m.data.get("checkpoint", "checkpoint.pt"))
+
+
+# --------------------------------------------------------------------------- pruning dead modes
+#
+# A model trained with more modes than the data supports (n_modes=20 with learned priors) ends with modes that h
+# never picks. `export_pruned` keeps the modes h gives at least `min_usage` of the training images (label-free: h's
+# argmax on the training split, the images the model was trained on; the learned priors are the alternative,
+# usage_from="priors") and exports a model that has only those: h2's last Linear sliced to the kept rows (argmax
+# over live modes, the kept logits unchanged), the latent's centres / scales / priors sliced (priors renormalised),
+# one label per kept mode. The manifest's "pruning" section records which original mode each kept mode was and
+# the usage of every original mode. The service, the CLI and the playground read the mode count from the latent
+# and the labels from the manifest, so a pruned model shows only its live modes everywhere.
+
+MIN_USAGE = 0.01
+USAGE_SOURCES = ("train", "priors")
+
+
+def mode_usage(model: NemganModel, x_uint8: np.ndarray, batch_size: int = 500) -> np.ndarray:
+    """Share of the images (uint8 [N,C,H,W]) whose argmax of h is each mode: [K] floats summing to 1."""
+    from core.images import uint8_to_model
+
+    if len(x_uint8) == 0:
+        raise ValueError("no images to measure the modes' usage on")
+    model = model.cpu().eval()
+    counts = np.zeros(model.n_modes, np.int64)
+    for i in range(0, len(x_uint8), batch_size):
+        ids, _ = model.cluster(torch.from_numpy(np.ascontiguousarray(uint8_to_model(x_uint8[i:i + batch_size]))))
+        counts += np.bincount(ids, minlength=model.n_modes)
+    return counts / counts.sum()
+
+
+def live_modes(usage, min_usage: float = MIN_USAGE) -> list[int]:
+    """Indices of the modes whose usage is >= min_usage; refuses to keep fewer than 2."""
+    usage = np.asarray(usage, dtype=np.float64)
+    if usage.ndim != 1 or not np.all(np.isfinite(usage)) or np.any(usage < 0):
+        raise ValueError(f"usage must be one non-negative number per mode, got {usage.tolist()}")
+    if not 0 <= min_usage < 1:
+        raise ValueError(f"min_usage must be in [0, 1), got {min_usage}")
+    kept = [int(k) for k in np.flatnonzero(usage >= min_usage)]
+    if len(kept) < 2:
+        raise ValueError(f"pruning at min_usage={min_usage:g} keeps {len(kept)} of {len(usage)} modes "
+                         f"(usage {np.round(usage, 4).tolist()}); a model needs at least 2 modes: lower --min-usage "
+                         "or export without --prune-modes")
+    return kept
+
+
+def _supervised(cfg) -> bool:
+    return bool(getattr(cfg, "semi_supervised", False) or getattr(cfg, "supervised_mmgan", False))
+
+
+def _last_linear(mod: torch.nn.Module) -> str:
+    names = [n for n, m in mod.named_modules() if isinstance(m, torch.nn.Linear)]
+    if not names:
+        raise ValueError("h2 has no Linear layer to slice")
+    return names[-1]
+
+
+def prune_model(model: NemganModel, kept, mode_labels: list[str] | None = None) -> NemganModel:
+    """A new eager model with only the modes `kept` (original indices, in order): mode j is original mode kept[j].
+
+    h2's last Linear keeps rows `kept` (so h2's logits for kept modes are the original ones); the latent's
+    mode-indexed tensors (alpha, centres, scales / mu, log_s) keep rows `kept`, so sampling mode j draws exactly
+    what original mode kept[j] drew and the priors are the original ones renormalised over the kept modes.
+    Labels: `mode_labels` (one per original mode, or one per kept mode) when given; else the class names sliced
+    when labels trained the model; else neutral m0..m{K'-1}. The discriminator is dropped (as in every export)."""
+    import copy
+
+    K = model.n_modes
+    kept = [int(k) for k in kept]
+    if len(kept) < 2:
+        raise ValueError(f"pruning would keep {len(kept)} mode(s); a model needs at least 2")
+    if sorted(set(kept)) != kept or kept[0] < 0 or kept[-1] >= K:
+        raise ValueError(f"kept modes must be distinct increasing indices in 0..{K - 1}, got {kept}")
+    n = len(kept)
+    if mode_labels is not None:
+        labels = [str(v) for v in mode_labels]
+        if len(labels) == K:
+            labels = [labels[k] for k in kept]
+        if len(labels) != n or len(set(labels)) != n or "" in labels:
+            raise ValueError(f"mode labels must be {n} (kept) or {K} (all) distinct non-empty names, got {mode_labels}")
+    elif _supervised(model.cfg) and model.class_names and len(model.class_names) == K:
+        labels = [model.class_names[k] for k in kept]
+    else:
+        labels = [f"m{j}" for j in range(n)]
+
+    cfg = copy.deepcopy(model.cfg)
+    if isinstance(cfg.priors, list) and len(cfg.priors) == K:
+        cfg.priors = [float(cfg.priors[k]) for k in kept]
+    data_priors = None
+    if model.data_priors is not None and len(model.data_priors) == K:
+        dp = np.asarray([model.data_priors[k] for k in kept], np.float64)
+        data_priors = (dp / dp.sum()).tolist() if dp.sum() > 0 else None
+    new = NemganModel(cfg, n, model.image_shape, labels, data_priors)
+
+    idx = torch.as_tensor(kept, dtype=torch.long)
+    h2_last = f"h.h2.{_last_linear(model.h.h2)}."
+    state = {}
+    for k, v in model.state_dict().items():
+        if k.startswith("d."):
+            continue
+        if (k.startswith("latent.") and v.dim() >= 1 and v.shape[0] == K) or k.startswith(h2_last):
+            v = v.index_select(0, idx.to(v.device))
+        state[k] = v.detach().clone()
+    missing, unexpected = new.load_state_dict(state, strict=False)
+    bad = [k for k in missing if not k.startswith("d.")] + list(unexpected)
+    if bad:
+        raise ValueError(f"cannot prune this model: state does not match at {bad[:5]}")
+    return new.eval()
+
+
+def export_pruned(model: NemganModel, out_dir: str | Path, name: str, version: str | int = "1", *,
+                  min_usage: float = MIN_USAGE, usage=None, usage_from: str = "train",
+                  x_usage: np.ndarray | None = None, data_root: str | None = None,
+                  mode_labels: list[str] | None = None, extra: dict[str, Any] | None = None,
+                  **export_kw) -> Path:
+    """Export `model` with its dead modes pruned (see the section comment above); returns the model directory.
+
+    Usage of each mode: `usage` when given (one number per mode, e.g. measured elsewhere); else with
+    usage_from="train" (default) the share of the training images (`x_usage`, default the model's training split,
+    loaded from its config; `data_root` overrides where) that h assigns to each mode by argmax; with
+    usage_from="priors" the latent's priors (meaningful for learned priors). Modes with usage >= min_usage are
+    kept; fewer than 2 is refused (ValueError). Other keywords go to export_model."""
+    K = model.n_modes
+    if usage is not None:
+        source = "given"
+        usage = np.asarray(usage, dtype=np.float64)
+        if usage.shape != (K,):
+            raise ValueError(f"usage has shape {usage.shape}, the model has {K} modes")
+        n_images = None
+    elif usage_from == "train":
+        if x_usage is None:
+            from .calibrate import training_images
+
+            x_usage = training_images({"training": model.cfg.to_dict()}, data_root)
+        usage = mode_usage(model, x_usage)
+        source, n_images = "h argmax on the training split", int(len(x_usage))
+        if export_kw.get("calibrate_ood", True) and export_kw.get("calibration_x") is None:
+            export_kw["calibration_x"] = x_usage  # the same images: no second load
+    elif usage_from == "priors":
+        usage = model.latent.spec().priors
+        source, n_images = "the latent's priors softmax(alpha)", None
+    else:
+        raise ValueError(f"usage_from must be one of {USAGE_SOURCES}, got {usage_from!r}")
+    kept = live_modes(usage, min_usage)
+    original_labels = model.class_names if model.class_names and len(model.class_names) == K else None
+    pruned = prune_model(model, kept, mode_labels)
+    pruning = {
+        "criterion": f"usage >= min_usage; usage = {source}",
+        "min_usage": float(min_usage),
+        "n_images": n_images,
+        "original_n_modes": K,
+        "kept": kept,
+        "dropped": [k for k in range(K) if k not in kept],
+        "usage": [float(u) for u in usage],
+        "original_priors": model.latent.spec().priors.tolist(),
+        "original_mode_labels": original_labels,
+        "note": "mode j of this model is mode kept[j] of the model as trained: h2's last layer and the latent's "
+                "centres/scales/priors keep those rows (priors renormalised), so kept logits and latents are unchanged",
+    }
+    return export_model(pruned, out_dir, name, version, extra={**(extra or {}), "pruning": pruning}, **export_kw)
