@@ -39,9 +39,9 @@ _LEGACY: dict[str, tuple[str, dict, int, str]] = {
     "mnist-unsup-v1": ("mnist-unsup-v1", {}, 4000, "variant"),
     "mnist-unsup-v1-seed1": ("mnist-unsup-v1", {"seed": 1}, 3000, "seed"),
     "mnist-unsup-v1-seed2": ("mnist-unsup-v1", {"seed": 2}, 3000, "seed"),
-    "mnist-10pc": ("mnist-10pc", {}, 2000, "ours"),
-    "fmnist-unsup": ("fmnist-unsup", {}, 2000, "ours"),
-    "fmnist-unsup-seed1": ("fmnist-unsup", {"seed": 1}, 2000, "seed"),
+    "mnist-10pc-v1": ("mnist-10pc-v1", {}, 2000, "variant"),
+    "fmnist-unsup-v1": ("fmnist-unsup-v1", {}, 2000, "variant"),
+    "fmnist-unsup-v1-seed1": ("fmnist-unsup-v1", {"seed": 1}, 2000, "seed"),
     "fmnist-10pc": ("fmnist-10pc", {}, 2000, "ours"),
     "fmnist-10pc-seed1": ("fmnist-10pc", {"seed": 1}, 2000, "seed"),
     "mnist2-90-10": ("mnist2-90-10", {}, 2000, "ours"),
@@ -53,7 +53,7 @@ _LEGACY: dict[str, tuple[str, dict, int, str]] = {
     "mnist-unsup-nofreeze": ("mnist-unsup-v1", {"h_freeze_patience": 0}, 4000, "ablation"),
     # The mode loss also trains h on g's samples (h_mode_start 0): h learns to accept whatever g draws for
     # mode k, and g's modes stop being pure digits (the presets use -1: g is shaped through a frozen h).
-    "mnist-10pc-hmode": ("mnist-10pc", {"h_mode_start": 0}, 3000, "variant"),
+    "mnist-10pc-hmode": ("mnist-10pc-v1", {"h_mode_start": 0}, 3000, "variant"),
     "mnist-unsup-gfrozen": ("mnist-unsup-v1", {"h_mode_start": -1, "h_freeze_patience": 0}, 5000, "variant"),
     "mnist-mmgan-gfrozen": ("mnist-unsup-v1", {"latent_kind": "mmgan-static", "h_mode_start": -1,
                                             "h_freeze_patience": 0}, 5000, "variant"),
@@ -72,10 +72,10 @@ _LEGACY: dict[str, tuple[str, dict, int, str]] = {
     "fmnist-10pc-gfrozen": ("fmnist-10pc", {"h_mode_start": -1, **_FMNIST_10PC_V1}, 2000, "variant"),
     "fmnist-10pc-digitwarp": ("fmnist-10pc", _FMNIST_10PC_V1, 4000, "variant"),
     # The digits' warp (+-15 deg rotation, +-10 deg shear, no mirror) on clothes: the warp's ablation.
-    "fmnist-unsup-digitwarp": ("fmnist-unsup", {"aug_flip": False, "aug_rotate": 15.0, "aug_shear": 10.0}, 3000,
+    "fmnist-unsup-digitwarp": ("fmnist-unsup-v1", {"aug_flip": False, "aug_rotate": 15.0, "aug_shear": 10.0}, 3000,
                                "ablation"),
-    "fmnist-unsup-flip": ("fmnist-unsup", {"aug_rotate": 15.0, "aug_shear": 10.0}, 2000, "variant"),
-    "fmnist-unsup-flip-shift": ("fmnist-unsup", {"aug_rotate": 0.0, "aug_shear": 0.0}, 2000, "variant"),
+    "fmnist-unsup-flip": ("fmnist-unsup-v1", {"aug_rotate": 15.0, "aug_shear": 10.0}, 2000, "variant"),
+    "fmnist-unsup-flip-shift": ("fmnist-unsup-v1", {"aug_rotate": 0.0, "aug_shear": 0.0}, 2000, "variant"),
     "fmnist-10pc-flip": ("fmnist-10pc", {"aug_rotate": 15.0, "aug_shear": 10.0, "sup_weight": 1.0}, 2000, "variant"),
     "fmnist-10pc-sup1": ("fmnist-10pc", {"sup_weight": 1.0}, 4000, "variant"),
     # 10 labels a class, seen 64 at a time every step, are memorised fast: weigh them less than the unlabeled terms?
@@ -85,7 +85,7 @@ _LEGACY: dict[str, tuple[str, dict, int, str]] = {
     # the real images h puts in cluster k, not merely be called k by h.
     "mnist-pl": ("mnist-unsup-v1", dict(_MMGAN_GFROZEN_DHALF, d_pseudo_labels=True), 5000, "variant"),
     "mnist-pl-seed1": ("mnist-unsup-v1", dict(_MMGAN_GFROZEN_DHALF, d_pseudo_labels=True, seed=1), 5000, "variant"),
-    "fmnist-pl": ("fmnist-unsup", dict(_MMGAN_GFROZEN_DHALF, d_pseudo_labels=True, mm_c=0.25), 4000, "variant"),
+    "fmnist-pl": ("fmnist-unsup-v1", dict(_MMGAN_GFROZEN_DHALF, d_pseudo_labels=True, mm_c=0.25), 4000, "variant"),
     # 60 labels a class (600 = 1% of the training set), g shaped through the frozen h and h's clusters
     "fmnist-1pc-pl": ("fmnist-10pc", dict(labeled_per_class=60, h_mode_start=-1, d_pseudo_labels=True), 3000,
                       "variant"),
@@ -110,6 +110,9 @@ ROWS.update({
     **{("mnist-unsup" if s == 0 else f"mnist-unsup-seed{s}"): ("mnist-unsup", {"seed": s} if s else {}, None, "ours" if s == 0 else "seed")
        for s in range(5)},
     "mnist-mmgan": ("mnist-mmgan", {}, None, "ours"),
+    "mnist-10pc": ("mnist-10pc", {}, None, "ours"),
+    **{("fmnist-unsup" if s == 0 else f"fmnist-unsup-seed{s}"): ("fmnist-unsup", {"seed": s} if s else {}, None,
+                                                                  "ours" if s == 0 else "seed") for s in range(3)},
     "mnist-k-auto": ("mnist-k-auto", {}, None, "ours"),
     # The same recipe on digits 0-4 only: it should keep about 5 of its 20 modes.
     "mnist04-k-auto": ("mnist-k-auto", {"classes": [0, 1, 2, 3, 4]}, None, "variant"),
