@@ -125,3 +125,15 @@ def test_recipe_rows_train_what_the_readme_command_trains(tmp_path, monkeypatch)
         cli_cfg = {k: v for k, v in seen.pop("cfg").to_dict().items() if k not in ignore}
         row_cfg = {k: v for k, v in recipes.row_config(name).to_dict().items() if k not in ignore}
         assert row_cfg == cli_cfg, name
+
+
+def test_report_lists_the_papers_colour_rows_as_not_run_until_they_are(tmp_path):
+    from training.config import PRESETS
+
+    assert set(R.COLOUR_PAPER_ROWS) <= set(PRESETS)  # each row names a preset that exists
+    lines = R.colour_paper_rows({})
+    assert sum("not run here: data not on this machine" in ln for ln in lines) == len(R.COLOUR_PAPER_ROWS)
+    done = _row("cifar10-airplane-frog-paper", "paper", 0.8, 0.5)
+    lines = R.colour_paper_rows({"cifar10-airplane-frog-paper": done})
+    row = next(ln for ln in lines if "`cifar10-airplane-frog-paper`" in ln)
+    assert "0.800" in row and "not run here" not in row
