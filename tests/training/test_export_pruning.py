@@ -167,10 +167,13 @@ def test_cli_export_prune_modes(run6, tmp_path):
     r = CliRunner().invoke(app, ["export", str(run6), str(tmp_path / "plain")])
     assert r.exit_code == 0, r.output
     assert "pruning" not in load_manifest(tmp_path / "plain").data  # without --prune-modes: unchanged
-    r = CliRunner().invoke(app, ["export", str(run6), str(tmp_path / "pr"), "--prune-modes", "--min-usage", "0"])
+    r = CliRunner().invoke(app, ["export", str(run6), str(tmp_path / "pr"), "--prune-modes", "--min-usage", "0",
+                                 "--mode-labels", "a,b,c,d,e,f"])
     assert r.exit_code == 0, r.output
     out = json.loads(r.output[r.output.index("{"):])
     assert out["pruning"]["kept"] == list(range(6)) and len(out["pruning"]["usage"]) == 6
+    assert out["pruning"]["mode_labels"] == list("abcdef")
+    assert load_manifest(tmp_path / "pr").data["pruning"]["n_images"] == 256  # the dry run's training split
     r = CliRunner().invoke(app, ["export", str(run6), str(tmp_path / "none"), "--prune-modes", "--min-usage", "0.99"])
     assert r.exit_code != 0 and "at least 2" in r.output
     assert not (tmp_path / "none").exists()
