@@ -58,3 +58,19 @@ def test_restarts_refuse_label_selection(tmp_path):
     cfg = TrainConfig(dry_run=True, out_dir=str(tmp_path), select_by="val_acc")
     with pytest.raises(ValueError, match="labels"):
         train_restarts(cfg, 2, progress=False)
+
+
+def test_cli_restarts_writes_every_run_and_the_pick(tmp_path):
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    out = tmp_path / "r"
+    res = CliRunner().invoke(app, ["train", "--dry-run", "--restarts", "2", "--out", str(out), "--no-progress",
+                                   "--set", "latent_kind=mmgan-static", "--set", "d_pseudo_labels=true"])
+    assert res.exit_code == 0, res.output
+    rec = json.loads((out / "restarts.json").read_text())
+    assert [r["seed"] for r in rec["restarts"]] == [0, 1] and (out / "best.pt").is_file()
+    assert all((out / f"restart-{i}" / "best.pt").is_file() for i in range(2))
+    again = CliRunner().invoke(app, ["train", "--dry-run", "--restarts", "2", "--out", str(out), "--no-progress"])
+    assert again.exit_code != 0 and "--force" in again.output  # a finished set of restarts is not overwritten
