@@ -117,6 +117,9 @@ ROWS.update({
     # The same recipe on digits 0-4 only: it should keep about 5 of its 20 modes.
     "mnist04-k-auto": ("mnist-k-auto", {"classes": [0, 1, 2, 3, 4]}, None, "variant"),
     "colored-mnist-unsup": ("colored-mnist-unsup", {}, None, "ours"),
+    # The critic without h's clusters: g's mode k need only be *called* k by h (3,000 steps: g's purity
+    # settles by then in the preset's runs).
+    "mnist-abl-no-pseudo": ("mnist-unsup", {"d_pseudo_labels": False}, 3000, "ablation"),
     # mm_c 0.1 (the thesis' default) puts the 10 Gaussians so close in 50 dimensions that even the Bayes rule
     # tells the mode of a z only 84% of the time: g cannot be purer than that. mm_c 0.25: 1.000.
     "mnist-pl-c25": ("mnist-unsup", dict(_MMGAN_GFROZEN_DHALF, d_pseudo_labels=True, mm_c=0.25, eval_every=250),
