@@ -238,16 +238,10 @@ _MNIST_UNSUP = dict(_OURS, dataset="mnist", steps=5000, eval_every=250, latent_k
                     h_mode_start=-1, d_width=16, d_pseudo_labels=True)
 PRESETS: dict[str, dict[str, Any]] = {
     "mnist-unsup-paper": dict(_PAPER, dataset="mnist", steps=20000),
-    # h stops at its held-out MI peak (label-free) and g trains on through the frozen h: h cannot drift, and
-    # g's modes become h's clusters (generation purity 0.85 over 9 digits instead of 0.65 over 7; RESULTS.md).
     "mnist-unsup": dict(_MNIST_UNSUP),
     # The same recipe answers MM-GAN's Algorithm 2 (a classifier trained on g's samples labeled by their
-    # Gaussian clusters the test set): it already uses the MM-GAN latent.
-    # g's modes are pure with mnist-unsup, but it hardly uses the Gaussian noise (the latent loss stays at
-    # E|0.15 eps| = 0.12: h1 recovers none of it), so each mode draws a narrow set of images and a classifier
-    # trained on them (Algorithm 2) reaches only 0.71. Wider Gaussians at the same separation (mm_c 0.5,
-    # mm_sigma 0.3) and the full-width critic, which sees intra-mode collapse better.
-    "mnist-mmgan": dict(_MNIST_UNSUP, mm_c=0.5, mm_sigma=0.3, d_width=32),
+    # Gaussian clusters the test set; it already uses the MM-GAN latent): its rows are mnist-unsup's.
+    "mnist-mmgan": dict(_MNIST_UNSUP),
     # Unknown number of modes (beyond the papers): at most 20, and the data keeps what it supports. A weaker
     # balance term (im_balance 0.5) no longer pays h to spread the images over all 20 modes, while the warp
     # consistency makes splitting a class costly; the latent's mode priors are learned from h's use of each
