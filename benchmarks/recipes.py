@@ -81,15 +81,10 @@ _LEGACY: dict[str, tuple[str, dict, int, str]] = {
     # 10 labels a class, seen 64 at a time every step, are memorised fast: weigh them less than the unlabeled terms?
     "fmnist-10pc-sup03": ("fmnist-10pc", {"sup_weight": 0.3}, 2000, "variant"),
     "fmnist-10pc-supwarp": ("fmnist-10pc", {"sup_weight": 1.0, "sup_warp": True}, 2000, "variant"),
-    # The critic sees h's cluster of each real image (d_pseudo_labels, no labels): g's mode k must look like
-    # the real images h puts in cluster k, not merely be called k by h.
-    "mnist-pl": ("mnist-unsup-v1", dict(_MMGAN_GFROZEN_DHALF, d_pseudo_labels=True), 5000, "variant"),
-    "mnist-pl-seed1": ("mnist-unsup-v1", dict(_MMGAN_GFROZEN_DHALF, d_pseudo_labels=True, seed=1), 5000, "variant"),
     "fmnist-pl": ("fmnist-unsup-v1", dict(_MMGAN_GFROZEN_DHALF, d_pseudo_labels=True, mm_c=0.25), 4000, "variant"),
     # 60 labels a class (600 = 1% of the training set), g shaped through the frozen h and h's clusters
     "fmnist-1pc-pl": ("fmnist-10pc", dict(labeled_per_class=60, h_mode_start=-1, d_pseudo_labels=True), 3000,
                       "variant"),
-    "fmnist-1pc-pl-hmode": ("fmnist-10pc", dict(labeled_per_class=60, d_pseudo_labels=True), 3000, "variant"),
     "mnist-unsup-paper": ("mnist-unsup-paper", {}, 2000, "paper"),
     "mnist-abl-no-im": ("mnist-unsup-v1", {"im_weight": 0.0, "h_freeze_patience": 0}, 2000, "ablation"),
     "mnist-abl-no-cons": ("mnist-unsup-v1", {"consistency_weight": 0.0, "h_freeze_patience": 0}, 2000, "ablation"),
@@ -112,6 +107,7 @@ ROWS.update({
     "mnist-10pc": ("mnist-10pc", {}, None, "ours"),
     **{("fmnist-unsup" if s == 0 else f"fmnist-unsup-seed{s}"): ("fmnist-unsup", {"seed": s} if s else {}, None,
                                                                   "ours" if s == 0 else "seed") for s in range(3)},
+    "fmnist-1pc": ("fmnist-1pc", {}, None, "ours"),
     "mnist-k-auto": ("mnist-k-auto", {}, None, "ours"),
     # The same recipe on digits 0-4 only: it should keep about 5 of its 20 modes.
     "mnist04-k-auto": ("mnist-k-auto", {"classes": [0, 1, 2, 3, 4]}, None, "variant"),
@@ -119,12 +115,6 @@ ROWS.update({
     # The critic without h's clusters: g's mode k need only be *called* k by h (3,000 steps: g's purity
     # settles by then in the preset's runs).
     "mnist-abl-no-pseudo": ("mnist-unsup", {"d_pseudo_labels": False}, 3000, "ablation"),
-    # mm_c 0.1 (the thesis' default) puts the 10 Gaussians so close in 50 dimensions that even the Bayes rule
-    # tells the mode of a z only 84% of the time: g cannot be purer than that. mm_c 0.25: 1.000.
-    "mnist-pl-c25": ("mnist-unsup", dict(_MMGAN_GFROZEN_DHALF, d_pseudo_labels=True, mm_c=0.25, eval_every=250),
-                     5000, "variant"),
-    "mnist-pl-c25-seed1": ("mnist-unsup", dict(_MMGAN_GFROZEN_DHALF, d_pseudo_labels=True, mm_c=0.25,
-                                               eval_every=250, seed=1), 5000, "variant"),
 })
 # Options that change nothing trained or selected (how often samples and last.pt are written).
 RUN_OPTS = dict(sample_every=1000, ckpt_every=500)
@@ -237,10 +227,11 @@ def prior_learning_check(model, cfg, test) -> dict:
             "after": {k: float(after[k]) for k in ("acc", "nmi", "ari")}}
 
 
-def ship(name: str, dest: Path, model_name: str, ood_components: str | None = None) -> Path:
+def ship(name: str, dest: Path, model_name: str, ood_components: str | None = None, prune: bool = False) -> Path:
     """Export a finished row's best.pt as a shipped model directory, with its test figures and label use in
-    the manifest. An unsupervised model's modes carry no class: they are named m0..m{K-1}, not digits."""
-    from training.export import export_model
+    the manifest. An unsupervised model's modes carry no class: they are named m0..m{K-1}, not digits.
+    prune: keep only the modes h gives >= 1% of the training images (`nemgan export --prune-modes`)."""
+    from training.export import export_model, export_pruned
     from training.model import NemganModel
 
     row = json.loads((RESULTS / f"{name}.json").read_text())
@@ -256,7 +247,10 @@ def ship(name: str, dest: Path, model_name: str, ood_components: str | None = No
     metrics = {**row["eval"], "test_onnx": row["test_onnx"], "selection": row["selected"],
                "recipe": {"preset": row["preset"], "overrides": row["overrides"], "steps": row["steps"],
                           "train_time_s": row["train_time_s"]}}
-    out = export_model(model, dest, model_name, "1", metrics=metrics, supervision=sup, overwrite=True)
+    if prune:
+        out = export_pruned(model, dest, model_name, "1", metrics=metrics, supervision=sup, overwrite=True)
+    else:
+        out = export_model(model, dest, model_name, "1", metrics=metrics, supervision=sup, overwrite=True)
     if ood_components:  # refit the OOD score with other components (export fits the default one)
         from training.calibrate import calibrate
 
@@ -280,9 +274,11 @@ def main() -> None:
     sp.add_argument("--ood-components", default=None,
                     help="e.g. latent_mahalanobis,pixel_mse: better separation (models/mnist vs Fashion-MNIST: AUROC "
                          "0.972 vs 0.946) at the cost of running g on every clustered image (/cluster about 2x slower)")
+    sp.add_argument("--prune-modes", action="store_true",
+                    help="export only the live modes (h gives them >= 1%% of the training images; no labels)")
     a = ap.parse_args()
     if a.cmd == "ship":
-        print(ship(a.row, a.dest, a.name, a.ood_components))
+        print(ship(a.row, a.dest, a.name, a.ood_components, a.prune_modes))
         return
     if a.cmd == "report":
         from recipes_report import write_report
