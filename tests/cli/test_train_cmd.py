@@ -58,11 +58,12 @@ def test_preset_layers_under_options_and_set(tmp_path):
     name = "mnist-unsup"
     want = preset(name)
     r = run("train", "--preset", name, "--dry-run", "--no-progress", "--out", tmp_path / "p",
-            "--gan-loss", "wgan-gp", "--set", "consistency_temp=0.25")
+            "--batch-size", 32, "--set", "consistency_temp=0.25")
     assert r.exit_code == 0, r.output
     opts = json.loads((tmp_path / "p" / "options.json").read_text())
     assert opts["im_weight"] == want["im_weight"] and opts["consistency_weight"] == want["consistency_weight"]
-    assert opts["gan_loss"] == "wgan-gp" and opts["consistency_temp"] == 0.25  # the options win
+    assert opts["batch_size"] == 32 and want.get("batch_size", 64) != 32  # the options win
+    assert opts["consistency_temp"] == 0.25 != want["consistency_temp"]
     r = run("train", "--preset", "no-such-preset", "--dry-run", "--out", tmp_path / "q")
     assert r.exit_code == 2 and "unknown preset" in r.output and name in r.output
 
