@@ -13,7 +13,7 @@ import torch
 
 from core.latent import sample_latents
 from core.manifest import load_manifest
-from training.export import (PARITY_ATOL, export_model, export_pruned, live_modes, load_exported, mode_usage,
+from training.export import (PARITY_ATOL, export_pruned, live_modes, load_exported, mode_usage,
                              prune_model)
 from training.model import NemganModel
 
