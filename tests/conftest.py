@@ -118,3 +118,9 @@ def export_tiny_rgb(tmp_path_factory, side: int, name: str) -> Path:
 def tiny_rgb_model_dir(tmp_path_factory) -> Path:
     """A 32x32 RGB model directory (the Colored-MNIST / CIFAR-10 input), exported like tiny_model_dir."""
     return export_tiny_rgb(tmp_path_factory, 32, "tiny-rgb")
+
+
+@pytest.fixture(scope="session")
+def tiny_rgb64_model_dir(tmp_path_factory) -> Path:
+    """A 64x64 RGB model directory (four stride-2 stages)."""
+    return export_tiny_rgb(tmp_path_factory, 64, "tiny-rgb64")

@@ -8,7 +8,6 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from conftest import export_tiny_rgb
 from core.latent import sample_latents
 from core.manifest import load_manifest
 from core.ood import OodCalibration
@@ -16,8 +15,8 @@ from training.export import PARITY_ATOL, check_parity, load_exported
 
 
 @pytest.fixture(scope="module")
-def rgb64(tmp_path_factory):
-    return export_tiny_rgb(tmp_path_factory, 64, "tiny-rgb64")
+def rgb64(tiny_rgb64_model_dir):
+    return tiny_rgb64_model_dir
 
 
 @pytest.mark.parametrize("which", ["32", "64"])
