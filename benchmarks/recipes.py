@@ -81,10 +81,6 @@ _LEGACY: dict[str, tuple[str, dict, int, str]] = {
     # 10 labels a class, seen 64 at a time every step, are memorised fast: weigh them less than the unlabeled terms?
     "fmnist-10pc-sup03": ("fmnist-10pc", {"sup_weight": 0.3}, 2000, "variant"),
     "fmnist-10pc-supwarp": ("fmnist-10pc", {"sup_weight": 1.0, "sup_warp": True}, 2000, "variant"),
-    "fmnist-pl": ("fmnist-unsup-v1", dict(_MMGAN_GFROZEN_DHALF, d_pseudo_labels=True, mm_c=0.25), 4000, "variant"),
-    # 60 labels a class (600 = 1% of the training set), g shaped through the frozen h and h's clusters
-    "fmnist-1pc-pl": ("fmnist-10pc", dict(labeled_per_class=60, h_mode_start=-1, d_pseudo_labels=True), 3000,
-                      "variant"),
     "mnist-unsup-paper": ("mnist-unsup-paper", {}, 2000, "paper"),
     "mnist-abl-no-im": ("mnist-unsup-v1", {"im_weight": 0.0, "h_freeze_patience": 0}, 2000, "ablation"),
     "mnist-abl-no-cons": ("mnist-unsup-v1", {"consistency_weight": 0.0, "h_freeze_patience": 0}, 2000, "ablation"),
