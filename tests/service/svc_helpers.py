@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import signal
@@ -135,3 +136,14 @@ class Worker:
                 self.proc.wait(20)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+@contextlib.contextmanager
+def served(folder: Path, model_dirs: list[Path], **env):
+    """A real server (uvicorn, as `nemgan serve` runs it) on the given models, ready, stopped on exit."""
+    s = Server(base_env(folder / "var", model_dirs, **env), folder / "api.log")
+    try:
+        s.wait_ready()
+        yield s
+    finally:
+        s.stop()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from svc_helpers import REPO, Server, base_env
+from svc_helpers import REPO, served
 
 httpclient = pytest.importorskip("tritonclient.http", reason="the dev extra installs tritonclient[http]")
 from tritonclient.utils import InferenceServerException  # noqa: E402
@@ -21,13 +21,8 @@ NETS = ("g", "h", "h1", "h2")
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory):
-    d = tmp_path_factory.mktemp("oipx")
-    s = Server(base_env(d / "var", MODELS, NEMGAN_MAX_IMAGES="64"), d / "api.log")
-    try:
-        s.wait_ready()
+    with served(tmp_path_factory.mktemp("oipx"), MODELS, NEMGAN_MAX_IMAGES="64") as s:
         yield s
-    finally:
-        s.stop()
 
 
 @pytest.fixture(scope="module")

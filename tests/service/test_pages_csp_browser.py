@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from svc_helpers import REPO, Server, base_env
+from svc_helpers import REPO, served
 from test_playground_browser import CHROMIUM, _browser_or_skip
 
 # every violation the page reports (the securitypolicyviolation event), collected before any page script runs
@@ -19,13 +19,8 @@ document.addEventListener('securitypolicyviolation',
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory):
     _browser_or_skip()
-    d = tmp_path_factory.mktemp("csp")
-    s = Server(base_env(d / "var", [REPO / "models" / "mnist"]), d / "api.log")
-    try:
-        s.wait_ready()
+    with served(tmp_path_factory.mktemp("csp"), [REPO / "models" / "mnist"]) as s:
         yield s
-    finally:
-        s.stop()
 
 
 @pytest.fixture(scope="module")

@@ -13,20 +13,15 @@ from PIL import Image
 
 from core.latent import SIGMA_MAX
 from core.modes import mode_labels, resolve_mode
-from svc_helpers import REPO, Server, base_env
+from svc_helpers import REPO, served
 
 MODELS = [REPO / "models" / "mnist", REPO / "models" / "fashion-mnist"]
 
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory):
-    d = tmp_path_factory.mktemp("strict")
-    s = Server(base_env(d / "var", MODELS), d / "api.log")
-    try:
-        s.wait_ready()
+    with served(tmp_path_factory.mktemp("strict"), MODELS) as s:
         yield s
-    finally:
-        s.stop()
 
 
 @pytest.fixture(scope="module")
