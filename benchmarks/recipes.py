@@ -205,16 +205,17 @@ def prior_learning_check(model, cfg, test) -> dict:
 
     from core.images import uint8_to_model
     from training.metrics import clustering_report
+    from training.dataset.run import load_training_data, run_split
     from training.priors import learn_priors
-    from training.train import Trainer
 
-    # The same labeled images the run trained with (a Trainer draws them exactly as the run did).
-    t = Trainer(cfg.__class__(**{**cfg.to_dict(), "out_dir": str(RUNS / ".prior-check")}), progress=False)
-    x_l = t.ds.x[t.train_idx][t.lab_idx]
-    y_l = t.y_train[t.lab_idx]
+    # The same labeled images the run trained with: run_split draws them exactly as the Trainer did.
+    ds = load_training_data(cfg, "train")
+    split = run_split(cfg, ds)
+    x_train, y_train = ds.x[split.train_idx], ds.y[split.train_idx]
+    x_l, y_l = x_train[split.lab_idx], y_train[split.lab_idx]
     pred0, _ = model.cluster(torch.from_numpy(uint8_to_model(test.x)))
     before = clustering_report(test.y, pred0)
-    res = learn_priors(model, x_l, y_l, t.ds.x[t.train_idx], alpha_steps=500)
+    res = learn_priors(model, x_l, y_l, x_train, alpha_steps=500)
     pred1, _ = model.cluster(torch.from_numpy(uint8_to_model(test.x)))
     after = clustering_report(test.y, pred1)
     return {"n_labeled": int(len(x_l)), "learned_priors": res.priors.tolist(), "true_priors": test.priors.tolist(),

@@ -24,6 +24,18 @@ def _default_model_dirs() -> list[Path]:
     return sorted(p for p in models.iterdir() if (p / "manifest.json").is_file())
 
 
+def _str_list(v, sep: str):
+    """An environment string as a list: a JSON list, or items separated by `sep` (blanks dropped)."""
+    if not isinstance(v, str):
+        return v
+    v = v.strip()
+    if v.startswith("["):
+        import json
+
+        return json.loads(v)
+    return [p for p in (s.strip() for s in v.split(sep)) if p]
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="NEMGAN_", extra="ignore", protected_namespaces=())
 
@@ -92,28 +104,13 @@ class Settings(BaseSettings):
 
     @field_validator("model_dirs", mode="before")
     @classmethod
-    def _split(cls, v):
-        if isinstance(v, str):
-            v = v.strip()
-            if v.startswith("["):
-                import json
-
-                return json.loads(v)
-            sep = "," if "," in v else ":"
-            return [p for p in (s.strip() for s in v.split(sep)) if p]
-        return v
+    def _split(cls, v):  # paths: "a,b" or "a:b" (PATH-style) or a JSON list
+        return _str_list(v, "," if isinstance(v, str) and "," in v else ":")
 
     @field_validator("allowed_origins", mode="before")
     @classmethod
-    def _origins(cls, v):
-        if isinstance(v, str):
-            v = v.strip()
-            if v.startswith("["):
-                import json
-
-                return json.loads(v)
-            return [o for o in (s.strip() for s in v.split(",")) if o]
-        return v
+    def _origins(cls, v):  # origins contain ":" themselves: "a,b" or a JSON list
+        return _str_list(v, ",")
 
     @property
     def registry(self) -> Path:

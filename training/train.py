@@ -368,8 +368,6 @@ class Trainer:
         out["val_gen_agree"] = self.gen_agreement()
         if self.y_val is None:  # unlabeled data: the label-free metrics only
             return out
-        if self.y_val is None:  # unlabeled data: the label-free metrics only
-            return out
         rep = clustering_report(self.y_val, pred)
         out.update({f"val_{k}": float(v) for k, v in rep.items() if k != "n_samples"})
         if self.ema is not self.model:  # the live weights too: shows what the average buys
